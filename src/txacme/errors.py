@@ -1,0 +1,333 @@
+"""
+Exceptions raised by txacme.
+
+Every failure of an ACME exchange ends in one of these (or in
+:class:`twisted.internet.defer.CancelledError` when the caller cancelled, or
+when :func:`txacme.client.poll_until_valid` timed out, as in txacme 0.9):
+
+* :class:`ServerError`: the server answered with an RFC 7807 problem
+  document, or with an HTTP error status.  Its subclasses name the problems a
+  caller can act on.
+* :class:`MalformedResponse`: the server's answer does not follow RFC 8555
+  (wrong content type, undecodable JSON, a missing header, a certificate
+  body that is not a chain).
+* :class:`NetworkError`: the request never got an answer (connection
+  refused, TLS failure, timeout).
+* :class:`AuthorizationFailed`, :class:`AuthorizationsNotValid`,
+  :class:`NoSupportedChallenges`, :class:`OrderFailed`, :class:`PollTimeout`:
+  the protocol ran, but did not get where the caller wanted.
+
+None of these leave the :class:`~txacme.client.Client` unusable: the next
+call starts afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from acme import errors as acme_errors
+from acme import messages
+
+if TYPE_CHECKING:
+    from twisted.web.iweb import IResponse
+
+__all__ = [
+    "AccountDoesNotExist",
+    "AuthorizationFailed",
+    "AuthorizationsNotValid",
+    "ChainTooLong",
+    "MalformedResponse",
+    "NetworkError",
+    "NoSupportedChallenges",
+    "OrderFailed",
+    "PollTimeout",
+    "ServerError",
+    "TermsOfServiceNotAgreed",
+]
+
+
+def _describe_identifier(identifier: messages.Identifier | None) -> str:
+    if identifier is None:
+        return "<no identifier>"
+    return f"{identifier.typ.name}:{identifier.value}"
+
+
+class ServerError(Exception):
+    """
+    The ACME server answered with an error: a problem document (RFC 8555
+    §6.7), or an HTTP error status without one.
+
+    :class:`acme.messages.Error` is not usable as an asynchronous exception
+    (Twisted needs to set ``__traceback__`` on what it raises), so this type
+    wraps one, as in txacme 0.9, together with the response it came in.
+
+    :ivar message: The problem document.  For an error answer that had no
+        problem document, a synthetic one of type ``about:blank`` whose detail
+        gives the HTTP status and content type.
+    :ivar response: The HTTP response, already read; or ``None``.
+    :ivar retry_after: Seconds after which the server says a retry makes
+        sense (its ``Retry-After`` header), or ``None`` if it gave none.
+    """
+
+    def __init__(
+        self,
+        message: messages.Error,
+        response: IResponse | None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, response)
+        self.message = message
+        self.response = response
+        self.retry_after = retry_after
+
+    @property
+    def code(self) -> str | None:
+        """
+        The ACME error code (``badNonce``, ``rateLimited``, ...) without the
+        ``urn:ietf:params:acme:error:`` prefix; ``None`` for problem types
+        that are not ACME errors.
+        """
+        typ = self.message.typ or ""
+        if typ.startswith(messages.ERROR_PREFIX):
+            return typ[len(messages.ERROR_PREFIX) :]
+        return None
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status code of the response, if there was one."""
+        if self.response is None:
+            return None
+        return self.response.code
+
+    def __str__(self) -> str:
+        parts = [str(self.message)]
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status})")
+        if self.retry_after is not None:
+            parts.append(f"(retry after {self.retry_after:g} s)")
+        return " ".join(parts)
+
+
+class TermsOfServiceNotAgreed(ServerError):
+    """
+    The CA refused to create an account because its terms of service were
+    not agreed to.
+
+    RFC 8555 (§7.3) has the client agree in the ``newAccount`` request
+    itself, where ACME v1 had it agree afterwards: pass
+    ``NewRegistration.from_data(..., terms_of_service_agreed=True)`` to
+    :meth:`txacme.client.Client.register` once the user has agreed to
+    :attr:`terms_of_service`.
+
+    :ivar terms_of_service: The URL of the terms, from the directory, or
+        ``None`` if the CA does not publish one.
+    """
+
+    def __init__(
+        self,
+        message: messages.Error,
+        response: IResponse | None,
+        terms_of_service: str | None,
+    ) -> None:
+        super().__init__(message, response)
+        self.terms_of_service = terms_of_service
+
+    def __str__(self) -> str:
+        terms = self.terms_of_service or "(no URL published)"
+        return (
+            f"The CA requires agreement to its terms of service {terms} "
+            "before it creates an account: pass "
+            "new_reg=NewRegistration.from_data(..., "
+            "terms_of_service_agreed=True) to Client.register. "
+            f"The CA said: {super().__str__()}"
+        )
+
+
+class AccountDoesNotExist(ServerError):
+    """
+    No account exists for the client's key (``accountDoesNotExist``,
+    RFC 8555 §7.3.1), or the account was deactivated.
+    """
+
+
+class MalformedResponse(acme_errors.ClientError):
+    """
+    The server's answer does not follow RFC 8555: a wrong content type,
+    undecodable JSON or PEM, a missing ``Location`` or ``Replay-Nonce``
+    header, an object that lacks a required field, or a certificate body that
+    is not a chain.
+
+    :ivar reason: What was wrong, in words.
+    :ivar response: The HTTP response, if one was received.
+    """
+
+    def __init__(self, reason: str, response: IResponse | None = None) -> None:
+        super().__init__(reason, response)
+        self.reason = reason
+        self.response = response
+
+    def __str__(self) -> str:
+        if self.response is None:
+            return self.reason
+        return f"{self.reason} (HTTP {self.response.code})"
+
+
+class NetworkError(acme_errors.ClientError):
+    """
+    A request to the ACME server got no answer: the connection failed, TLS
+    failed, or it timed out.  The original failure is ``__cause__``.
+
+    :ivar method: The HTTP method.
+    :ivar url: The URL requested.
+    :ivar reason: What went wrong, in words.
+    """
+
+    def __init__(self, method: str, url: str, reason: str) -> None:
+        super().__init__(method, url, reason)
+        self.method = method
+        self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url} failed: {self.reason}"
+
+
+class ChainTooLong(acme_errors.ClientError):
+    """
+    :meth:`txacme.client.Client.fetch_chain` found more issuer certificates
+    than its ``max_length`` allows.
+    """
+
+
+class NoSupportedChallenges(Exception):
+    """
+    No supported challenges were found in an authorization: none of the
+    responders handles any challenge type the server offered.
+
+    :ivar authzr: The authorization (the first argument), if given.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        first = args[0] if args else None
+        self.authzr: messages.AuthorizationResource | None = (
+            first if isinstance(first, messages.AuthorizationResource) else None
+        )
+
+    def __str__(self) -> str:
+        if self.authzr is None:
+            return super().__str__()
+        offered = sorted(
+            {
+                str(getattr(challb.chall, "typ", None) or challb.to_partial_json().get("type"))
+                for challb in self.authzr.body.challenges or ()
+            }
+        )
+        return (
+            "No responder for any challenge offered for "
+            f"{_describe_identifier(self.authzr.body.identifier)}; "
+            f"the server offered: {', '.join(offered) or 'nothing'}"
+        )
+
+
+class AuthorizationFailed(Exception):
+    """
+    An attempt was made to complete an authorization, but it failed: the
+    authorization is no longer ``pending``, ``processing`` or ``valid``.
+
+    :ivar authzr: The final :class:`acme.messages.AuthorizationResource`.
+    """
+
+    def __init__(self, authzr: messages.AuthorizationResource) -> None:
+        super().__init__(authzr)
+        self.authzr = authzr
+
+    @property
+    def errors(self) -> list[messages.Error]:
+        """The problems the server recorded on the challenges."""
+        return [
+            challb.error
+            for challb in self.authzr.body.challenges or ()
+            if challb.error is not None
+        ]
+
+    def __str__(self) -> str:
+        body = self.authzr.body
+        status = body.status.name if body.status is not None else "unknown"
+        text = (
+            f"Authorization for {_describe_identifier(body.identifier)} "
+            f"failed with status {status!r}"
+        )
+        problems = "; ".join(str(error) for error in self.errors)
+        if problems:
+            text += f": {problems}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"<AuthorizationFailed {self}>"
+
+
+class AuthorizationsNotValid(Exception):
+    """
+    An order cannot be finalized because some of its authorizations are not
+    ``valid``: the names were not authorized first (with
+    :meth:`~txacme.client.Client.request_challenges` and
+    :func:`~txacme.client.answer_challenge`), or the CA did not reuse the
+    earlier authorizations for a new order.
+
+    :ivar authorizations: The authorizations that are not valid.
+    """
+
+    def __init__(self, authorizations: Sequence[messages.AuthorizationResource]) -> None:
+        super().__init__(list(authorizations))
+        self.authorizations = list(authorizations)
+
+    def __str__(self) -> str:
+        described = ", ".join(
+            f"{_describe_identifier(authzr.body.identifier)} "
+            f"({authzr.body.status.name if authzr.body.status else 'unknown'}, "
+            f"{authzr.uri})"
+            for authzr in self.authorizations
+        )
+        return f"Authorizations not valid, complete them first: {described}"
+
+
+class OrderFailed(Exception):
+    """
+    The order became ``invalid`` (RFC 8555 §7.1.6): finalization or
+    validation failed.
+
+    :ivar orderr: The final :class:`acme.messages.OrderResource`.
+    """
+
+    def __init__(self, orderr: messages.OrderResource) -> None:
+        super().__init__(orderr)
+        self.orderr = orderr
+
+    def __str__(self) -> str:
+        error = self.orderr.body.error
+        detail = f": {error}" if error is not None else ""
+        return f"Order {self.orderr.uri} is invalid{detail}"
+
+
+class PollTimeout(Exception):
+    """
+    A resource stayed ``pending`` or ``processing`` longer than the polling
+    policy's timeout.
+
+    :ivar url: The resource that was polled.
+    :ivar status: Its last status.
+    :ivar waited: Seconds spent polling.
+    """
+
+    def __init__(self, url: str, status: str, waited: float) -> None:
+        super().__init__(url, status, waited)
+        self.url = url
+        self.status = status
+        self.waited = waited
+
+    def __str__(self) -> str:
+        return (
+            f"{self.url} was still {self.status!r} after {self.waited:g} s of polling"
+        )

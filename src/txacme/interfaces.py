@@ -1,0 +1,105 @@
+"""
+Interfaces: the points where applications plug their own code into txacme.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["ICertificateStore", "IResponder"]
+
+
+class IResponder(Interface):
+    """
+    Configuration for an ACME challenge responder: something that makes the
+    server able to validate one challenge type for a name.
+
+    The contract (RFC 2119 terms):
+
+    * :attr:`challenge_type` MUST be the ACME challenge type string the
+      responder answers (``"http-01"``, ``"dns-01"``, ``"tls-alpn-01"``).
+    * :meth:`start_responding` MUST make the challenge answerable before it
+      returns or before the Deferred it returns fires; if it cannot, it MUST
+      raise or fail that Deferred, so that the challenge is not answered.
+    * While started, the responder MUST keep answering every validation
+      request for that challenge, however many (a CA validates from several
+      vantage points, and Pebble fetches an http-01 token three times).
+    * :meth:`stop_responding` MUST be idempotent, and MUST tolerate being
+      called for a challenge whose start failed or never happened.  After it
+      returns (or its Deferred fires), the responder SHOULD no longer answer
+      for that challenge.  It MUST leave other challenges that are being
+      responded to (other names, other tokens, the same name in another
+      order) untouched.
+    * Several challenges MAY be in progress at once, also for the same name
+      (a wildcard and its base name share one dns-01 record name).
+    * Neither method should block the reactor; both MAY return a Deferred.
+    """
+
+    challenge_type = Attribute(
+        "The type of challenge this responder is able to respond for, as a str."
+    )
+
+    def start_responding(server_name, challenge, response):  # type: ignore[no-untyped-def]
+        """
+        Start responding for a particular challenge.
+
+        :param str server_name: The server name (identifier value) for which
+            the challenge is being completed.
+        :param challenge: The :class:`acme.challenges.Challenge`.
+        :param response: The :class:`acme.challenges.ChallengeResponse`
+            (for key-authorization challenges, with ``key_authorization``).
+
+        :returns: ``None``, or a Deferred firing once responding has started.
+        """
+
+    def stop_responding(server_name, challenge, response):  # type: ignore[no-untyped-def]
+        """
+        Stop responding for a particular challenge.
+
+        May be called even if :meth:`start_responding` was never called or
+        failed, and more than once; see the interface contract.
+
+        :returns: ``None``, or a Deferred firing once responding has stopped.
+        """
+
+
+class ICertificateStore(Interface):
+    """
+    A store of certificate/key/chain bundles, keyed by server name.
+
+    Each entry is a list of :mod:`pem` objects: the private key, the
+    certificate and its issuer chain.
+
+    * :meth:`get` MUST fail with :exc:`KeyError` when there is no entry.
+    * :meth:`store` MUST replace an entry as a whole: a reader (or a process
+      restarted after a crash) sees either the old entry or the new one,
+      never a mixture or a truncated one.
+    * All methods return Deferreds and SHOULD NOT block the reactor.
+    """
+
+    def get(server_name):  # type: ignore[no-untyped-def]
+        """
+        Retrieve the current PEM objects for the given server name.
+
+        :param str server_name: The server name.
+        :raises KeyError: (through the Deferred) if there is no entry.
+        :returns: A Deferred firing with the list of PEM objects.
+        """
+
+    def store(server_name, pem_objects):  # type: ignore[no-untyped-def]
+        """
+        Store PEM objects for the given server name, replacing any existing
+        entry.
+
+        :param str server_name: The server name.
+        :param pem_objects: The list of PEM objects.
+        :returns: A Deferred firing once the entry is stored durably.
+        """
+
+    def as_dict():  # type: ignore[no-untyped-def]
+        """
+        Get all entries in the store.
+
+        :returns: A Deferred firing with a dict mapping server names to lists
+            of PEM objects.
+        """

@@ -1,0 +1,76 @@
+"""
+ACME messages that :mod:`acme.messages` lacks or shapes differently.
+
+Everything else (``NewRegistration``, ``RegistrationResource``,
+``AuthorizationResource``, ``Identifier``, ``Order``, ...) comes from
+:mod:`acme.messages` unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import josepy as jose
+from acme import messages
+from cryptography import x509
+
+from txacme.util import decode_csr, encode_csr
+
+__all__ = ["CertificateChainResource", "CertificateRequest"]
+
+
+def _decode_csr_field(value: str) -> x509.CertificateSigningRequest:
+    try:
+        return decode_csr(value)
+    except ValueError as error:
+        raise jose.DeserializationError(f"Bad CSR: {error}") from error
+
+
+class CertificateRequest(jose.JSONObjectWithFields):
+    """
+    A certificate request: the payload of RFC 8555's ``finalize`` (§7.4),
+    ``{"csr": <base64url DER>}``, as passed to
+    :meth:`txacme.client.Client.request_issuance`.
+
+    :ivar csr: The :class:`cryptography.x509.CertificateSigningRequest`,
+        for example from :func:`txacme.util.csr_for_names`.
+    """
+
+    csr: x509.CertificateSigningRequest = jose.field(
+        "csr", decoder=_decode_csr_field, encoder=encode_csr
+    )
+
+
+def _encode_der_chain(chain: tuple[bytes, ...]) -> list[str]:
+    return [jose.b64encode(der).decode("ascii") for der in chain]
+
+
+def _decode_der_chain(chain: list[str]) -> tuple[bytes, ...]:
+    return tuple(jose.b64decode(der) for der in chain)
+
+
+class CertificateChainResource(messages.CertificateResource):
+    """
+    The certificate resource :meth:`txacme.client.Client.request_issuance`
+    returns: an :class:`acme.messages.CertificateResource` whose ``body`` is
+    the leaf certificate's DER bytes and ``uri`` the RFC 8555 certificate URL,
+    carrying the issuer chain the server sent with it, so that
+    :meth:`~txacme.client.Client.fetch_chain` needs no further request.
+
+    :ivar chain: The issuer certificates as DER bytes, leaf's issuer first,
+        as the server sent them.
+    :ivar fullchain_pem: The certificate chain exactly as downloaded.
+    :ivar alternative_fullchains_pem: Alternate chains (``rel="alternate"``
+        links, RFC 8555 §7.4.2), if they were fetched.
+    """
+
+    chain: tuple[bytes, ...] = jose.field(
+        "chain", omitempty=True, default=(), encoder=_encode_der_chain, decoder=_decode_der_chain
+    )
+    fullchain_pem: str = jose.field("fullchain_pem", omitempty=True, default="")
+    alternative_fullchains_pem: tuple[str, ...] = jose.field(
+        "alternative_fullchains_pem", omitempty=True, default=()
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
