@@ -30,7 +30,7 @@ from acme import errors as acme_errors
 from acme import messages
 
 if TYPE_CHECKING:
-    from twisted.web.iweb import IResponse
+    from txacme._types import HTTPResponse as IResponse
 
 __all__ = [
     "AccountDoesNotExist",
@@ -98,7 +98,8 @@ class ServerError(Exception):
         """The HTTP status code of the response, if there was one."""
         if self.response is None:
             return None
-        return self.response.code
+        code: int = self.response.code
+        return code
 
     def __str__(self) -> str:
         parts = [str(self.message)]
@@ -220,7 +221,10 @@ class NoSupportedChallenges(Exception):
             return super().__str__()
         offered = sorted(
             {
-                str(getattr(challb.chall, "typ", None) or challb.to_partial_json().get("type"))
+                str(
+                    getattr(challb.chall, "typ", None)
+                    or challb.to_partial_json().get("type")
+                )
                 for challb in self.authzr.body.challenges or ()
             }
         )
@@ -279,7 +283,9 @@ class AuthorizationsNotValid(Exception):
     :ivar authorizations: The authorizations that are not valid.
     """
 
-    def __init__(self, authorizations: Sequence[messages.AuthorizationResource]) -> None:
+    def __init__(
+        self, authorizations: Sequence[messages.AuthorizationResource]
+    ) -> None:
         super().__init__(list(authorizations))
         self.authorizations = list(authorizations)
 

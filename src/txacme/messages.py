@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import josepy as jose
 from acme import messages
 from cryptography import x509
+from josepy.b64 import b64decode, b64encode
+from josepy.errors import DeserializationError
+from josepy.json_util import JSONObjectWithFields, field
 
 from txacme.util import decode_csr, encode_csr
 
@@ -23,10 +25,10 @@ def _decode_csr_field(value: str) -> x509.CertificateSigningRequest:
     try:
         return decode_csr(value)
     except ValueError as error:
-        raise jose.DeserializationError(f"Bad CSR: {error}") from error
+        raise DeserializationError(f"Bad CSR: {error}") from error
 
 
-class CertificateRequest(jose.JSONObjectWithFields):
+class CertificateRequest(JSONObjectWithFields):
     """
     A certificate request: the payload of RFC 8555's ``finalize`` (§7.4),
     ``{"csr": <base64url DER>}``, as passed to
@@ -36,17 +38,17 @@ class CertificateRequest(jose.JSONObjectWithFields):
         for example from :func:`txacme.util.csr_for_names`.
     """
 
-    csr: x509.CertificateSigningRequest = jose.field(
+    csr: x509.CertificateSigningRequest = field(
         "csr", decoder=_decode_csr_field, encoder=encode_csr
     )
 
 
 def _encode_der_chain(chain: tuple[bytes, ...]) -> list[str]:
-    return [jose.b64encode(der).decode("ascii") for der in chain]
+    return [b64encode(der).decode("ascii") for der in chain]
 
 
 def _decode_der_chain(chain: list[str]) -> tuple[bytes, ...]:
-    return tuple(jose.b64decode(der) for der in chain)
+    return tuple(b64decode(der) for der in chain)
 
 
 class CertificateChainResource(messages.CertificateResource):
@@ -64,11 +66,15 @@ class CertificateChainResource(messages.CertificateResource):
         links, RFC 8555 §7.4.2), if they were fetched.
     """
 
-    chain: tuple[bytes, ...] = jose.field(
-        "chain", omitempty=True, default=(), encoder=_encode_der_chain, decoder=_decode_der_chain
+    chain: tuple[bytes, ...] = field(
+        "chain",
+        omitempty=True,
+        default=(),
+        encoder=_encode_der_chain,
+        decoder=_decode_der_chain,
     )
-    fullchain_pem: str = jose.field("fullchain_pem", omitempty=True, default="")
-    alternative_fullchains_pem: tuple[str, ...] = jose.field(
+    fullchain_pem: str = field("fullchain_pem", omitempty=True, default="")
+    alternative_fullchains_pem: tuple[str, ...] = field(
         "alternative_fullchains_pem", omitempty=True, default=()
     )
 

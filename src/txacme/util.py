@@ -72,7 +72,9 @@ def generate_private_key(key_type: str) -> PrivateKey:
     """
     name = key_type.lower()
     if name in _RSA_SIZES:
-        return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_SIZES[name])
+        return rsa.generate_private_key(
+            public_exponent=65537, key_size=_RSA_SIZES[name]
+        )
     if name in _EC_CURVES:
         return ec.generate_private_key(_EC_CURVES[name]())
     raise ValueError(
@@ -80,7 +82,9 @@ def generate_private_key(key_type: str) -> PrivateKey:
     )
 
 
-def generate_private_key_in_thread(reactor: IReactorThreads, key_type: str) -> Deferred[PrivateKey]:
+def generate_private_key_in_thread(
+    reactor: IReactorThreads, key_type: str
+) -> Deferred[PrivateKey]:
     """
     Generate a private key in the reactor's thread pool, so that the reactor
     thread is not blocked meanwhile.
@@ -90,7 +94,9 @@ def generate_private_key_in_thread(reactor: IReactorThreads, key_type: str) -> D
     :returns: A Deferred firing with the key.
     :raises ValueError: (through the Deferred) for an unknown key type.
     """
-    return deferToThreadPool(reactor, reactor.getThreadPool(), generate_private_key, key_type)
+    return deferToThreadPool(
+        reactor, reactor.getThreadPool(), generate_private_key, key_type
+    )
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -101,7 +107,9 @@ def _general_name(name: str) -> x509.GeneralName:
     return x509.IPAddress(address)
 
 
-def csr_for_names(names: Sequence[str], key: PrivateKey) -> x509.CertificateSigningRequest:
+def csr_for_names(
+    names: Sequence[str], key: PrivateKey
+) -> x509.CertificateSigningRequest:
     """
     Generate a certificate signing request for the given names.
 
@@ -157,7 +165,11 @@ def identifiers_from_csr(csr: x509.CertificateSigningRequest) -> list[tuple[str,
         elif isinstance(general_name, x509.IPAddress):
             add(("ip", str(general_name.value)))
     for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        value = attribute.value if isinstance(attribute.value, str) else attribute.value.decode()
+        value = (
+            attribute.value
+            if isinstance(attribute.value, str)
+            else attribute.value.decode()
+        )
         try:
             add(("ip", str(ipaddress.ip_address(value))))
         except ValueError:
@@ -170,7 +182,9 @@ def encode_csr(csr: x509.CertificateSigningRequest) -> str:
     Encode a CSR as unpadded base64url DER, the form of RFC 8555's
     ``finalize`` request (§7.4).
     """
-    return josepy.b64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode("ascii")
+    return josepy.b64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode(
+        "ascii"
+    )
 
 
 def decode_csr(b64der: str) -> x509.CertificateSigningRequest:
@@ -202,7 +216,8 @@ def check_directory_url_type(url: object) -> None:
     """
     if not isinstance(url, URL):
         raise TypeError(
-            f"ACME directory URL should be a twisted.python.url.URL, got {url!r} instead"
+            "ACME directory URL should be a twisted.python.url.URL, "
+            f"got {url!r} instead"
         )
 
 
@@ -228,4 +243,3 @@ def tap(function: Callable[..., object]) -> Callable[..., _T]:
         return result
 
     return tapped
-

@@ -1,0 +1,477 @@
+"""
+The JWS transport of RFC 8555 (§6): signed requests, nonces and the checks
+every response goes through.
+
+:class:`JWSClient` is re-exported by :mod:`txacme.client`, where txacme 0.9
+documented it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from acme import jws as acme_jws
+from acme import messages
+from josepy.b64 import b64decode
+from josepy.errors import DeserializationError
+from josepy.interfaces import JSONDeSerializable
+from josepy.jwa import JWASignature
+from josepy.jwk import JWK
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+
+from txacme import __version__
+from txacme._deferred import deferred_async
+from txacme._headers import media_type, parse_links, parse_retry_after
+from txacme._types import HTTPResponse as _Response
+from txacme._types import TreqClient
+from txacme.errors import MalformedResponse, NetworkError, ServerError
+
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "JOSE_JSON",
+    "JSON_CONTENT_TYPE",
+    "JSON_ERROR_CONTENT_TYPE",
+    "PEM_CHAIN_TYPE",
+    "JWSClient",
+]
+
+JSON_CONTENT_TYPE = "application/json"
+"""The content type of ACME resources."""
+JSON_ERROR_CONTENT_TYPE = "application/problem+json"
+"""The content type of problem documents (RFC 7807)."""
+JOSE_JSON = "application/jose+json"
+"""The content type of JWS request bodies (RFC 8555 §6.2)."""
+PEM_CHAIN_TYPE = "application/pem-certificate-chain"
+"""The content type of certificate downloads (RFC 8555 §7.4.2)."""
+
+DEFAULT_USER_AGENT = f"txacme/{__version__}"
+"""The ``User-Agent`` sent by default (RFC 8555 §6.1 asks for one)."""
+
+_log = Logger()
+
+
+def _header(response: _Response, name: bytes) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    if not values:
+        return None
+    value = values[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class JWSClient:
+    """
+    HTTP client using JWS-signed messages (RFC 8555 §6.2).
+
+    It keeps a pool of nonces fed by the ``Replay-Nonce`` header of every
+    response, and asks ``newNonce`` only when the pool is empty; a
+    ``badNonce`` answer is retried (at most ``max_nonce_retries`` times) with
+    the nonce that came with it.  Any number of requests may be in flight at
+    once.
+
+    Requests are signed with ``kid`` (the account URL) once :attr:`kid` is
+    set (:meth:`txacme.client.Client.register` sets it), and with ``jwk``
+    before.
+
+    :param treq_client: A treq client: :class:`treq.client.HTTPClient`, or
+        :class:`treq.testing.StubTreq` in tests.
+    :param key: The account key.
+    :param alg: The JWS algorithm, compatible with ``key`` (``RS256`` for
+        RSA keys, ``ES256``/``ES384`` for P-256/P-384 keys).
+    :param user_agent: The ``User-Agent`` header.
+    :param reactor: The clock for request timeouts; when ``None``,
+        :class:`~txacme.client.Client` sets its own reactor here.
+    :param timeout: Seconds after which a request (until its body is read)
+        fails with :class:`~txacme.errors.NetworkError`.
+    :param max_nonce_retries: How many times one request is retried after a
+        ``badNonce`` answer before the error is raised.
+
+    :ivar kid: The account URL used as ``kid``, or ``None``.
+    :ivar new_nonce_url: The directory's ``newNonce`` URL (set by
+        :class:`~txacme.client.Client`).
+    """
+
+    def __init__(
+        self,
+        treq_client: TreqClient,
+        key: JWK,
+        alg: JWASignature,
+        user_agent: str = DEFAULT_USER_AGENT,
+        *,
+        reactor: IReactorTime | None = None,
+        timeout: float = 60.0,
+        max_nonce_retries: int = 20,
+    ) -> None:
+        self._treq = treq_client
+        self._key = key
+        self._alg = alg
+        self._user_agent = user_agent.encode("ascii")
+        self.reactor = reactor
+        self.timeout = timeout
+        self.max_nonce_retries = max_nonce_retries
+        self.kid: str | None = None
+        self.new_nonce_url: str | None = None
+        self._nonces: list[bytes] = []
+
+    #: The most nonces kept; a nonce unused for long may expire anyway.
+    MAX_POOLED_NONCES = 128
+
+    @property
+    def key(self) -> JWK:
+        """The account key requests are signed with."""
+        return self._key
+
+    @property
+    def alg(self) -> JWASignature:
+        """The JWS algorithm requests are signed with."""
+        return self._alg
+
+    def set_key(self, key: JWK, alg: JWASignature) -> None:
+        """
+        Sign with another key from now on (after an RFC 8555 §7.3.5 key
+        change).
+        """
+        self._key = key
+        self._alg = alg
+
+    def _seconds(self) -> float:
+        """The current time, from the reactor when there is one."""
+        if self.reactor is not None:
+            return self.reactor.seconds()
+        return time.time()
+
+    # -- HTTP ---------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[bytes, bytes] | None = None,
+        data: bytes | None = None,
+        read_body: bool = True,
+    ) -> tuple[_Response, bytes]:
+        """
+        Make one HTTP request and read its body, within :attr:`timeout`.
+
+        :raises NetworkError: When no complete answer came.
+        """
+        request_headers = Headers({b"user-agent": [self._user_agent]})
+        for name, value in (headers or {}).items():
+            request_headers.setRawHeaders(name, [value])
+        timed_out = []
+
+        async def exchange() -> tuple[_Response, bytes]:
+            kwargs: dict[str, Any] = {"headers": request_headers}
+            if data is not None:
+                kwargs["data"] = data
+            response: _Response = await self._treq.request(method, url, **kwargs)
+            body = await response.content() if read_body else b""
+            return response, body
+
+        attempt = Deferred.fromCoroutine(exchange())
+        delayed = None
+        if self.reactor is not None and self.timeout:
+
+            def on_timeout() -> None:
+                timed_out.append(True)
+                attempt.cancel()
+
+            delayed = self.reactor.callLater(self.timeout, on_timeout)
+        try:
+            return await attempt
+        except CancelledError:
+            if timed_out:
+                raise NetworkError(
+                    method, url, f"no answer within {self.timeout:g} s"
+                ) from None
+            raise
+        except Exception as error:
+            raise NetworkError(method, url, _describe_failure(error)) from error
+        finally:
+            if delayed is not None and delayed.active():
+                delayed.cancel()
+
+    def _check_response(
+        self,
+        response: _Response,
+        body: bytes,
+        content_type: str | None,
+    ) -> None:
+        """
+        Raise for error answers and unexpected content types.
+
+        :param content_type: The media type expected for a successful answer,
+            or ``None`` to accept any.
+        :raises ServerError: For a problem document or an error status.
+        :raises MalformedResponse: For a success with the wrong content type.
+        """
+        received = media_type(_header(response, b"content-type"))
+        if received == JSON_ERROR_CONTENT_TYPE or response.code >= 400:
+            raise _server_error(response, body, received, self._seconds)
+        if content_type is not None and received != content_type:
+            raise MalformedResponse(
+                f"Expected content type {content_type!r}, got {received!r}", response
+            )
+
+    def _pool_nonce(self, response: _Response) -> bytes | None:
+        """Take the ``Replay-Nonce`` of a response into the pool."""
+        nonce = _response_nonce(response)
+        if nonce is not None:
+            self._nonces.append(nonce)
+            if len(self._nonces) > self.MAX_POOLED_NONCES:
+                del self._nonces[0]
+        return nonce
+
+    async def _get_nonce(self) -> bytes:
+        """
+        A fresh nonce: the newest from the pool, or one from ``newNonce``
+        (RFC 8555 §7.2).
+        """
+        if self._nonces:
+            return self._nonces.pop()
+        if self.new_nonce_url is None:
+            raise MalformedResponse(
+                "No nonce available: the directory has no newNonce URL"
+            )
+        response, _ = await self._request("HEAD", self.new_nonce_url, read_body=False)
+        if response.code >= 400:
+            raise _server_error(response, b"", None, self._seconds)
+        nonce = _response_nonce(response)
+        if nonce is None:
+            raise MalformedResponse(
+                "The newNonce response has no (valid) Replay-Nonce header", response
+            )
+        return nonce
+
+    # -- signed requests ----------------------------------------------------
+
+    async def _post(
+        self,
+        url: str,
+        payload: bytes,
+        content_type: str | None = JSON_CONTENT_TYPE,
+        *,
+        use_jwk: bool = False,
+        key: JWK | None = None,
+        alg: JWASignature | None = None,
+        accept: str | None = None,
+    ) -> tuple[_Response, bytes]:
+        """
+        POST a JWS with ``payload`` to ``url`` and check the answer.
+
+        :param use_jwk: Sign with a ``jwk`` header even if :attr:`kid` is set
+            (newAccount, revocation by certificate key, RFC 8555 §6.2).
+        :param key: Sign with this key instead of the account key (then
+            ``jwk`` is used).
+        :returns: The response and its body.
+        """
+        signing_key = key or self._key
+        signing_alg = alg or (self._alg if key is None else None)
+        if signing_alg is None:
+            raise TypeError("alg is required with key")
+        kid = None if (use_jwk or key is not None) else self.kid
+        headers = {b"content-type": JOSE_JSON.encode("ascii")}
+        if accept is not None:
+            headers[b"accept"] = accept.encode("ascii")
+        nonce = await self._get_nonce()
+        for attempt in range(self.max_nonce_retries + 1):
+            signed = acme_jws.JWS.sign(
+                payload, key=signing_key, alg=signing_alg, nonce=nonce, url=url, kid=kid
+            )
+            response, body = await self._request(
+                "POST", url, headers=headers, data=signed.json_dumps().encode("utf-8")
+            )
+            try:
+                self._check_response(response, body, content_type)
+            except ServerError as error:
+                fresh = _response_nonce(response)
+                if error.code == "badNonce" and attempt < self.max_nonce_retries:
+                    _log.debug(
+                        "badNonce for {url}, retry {attempt}",
+                        url=url,
+                        attempt=attempt + 1,
+                    )
+                    nonce = fresh if fresh is not None else await self._get_nonce()
+                    continue
+                if fresh is not None:
+                    self._pool_nonce(response)
+                raise
+            except BaseException:
+                self._pool_nonce(response)
+                raise
+            self._pool_nonce(response)
+            return response, body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post_json(
+        self,
+        url: str,
+        payload: Mapping[str, Any] | JSONDeSerializable | None,
+        **kwargs: Any,
+    ) -> tuple[_Response, Any]:
+        """
+        POST a JSON payload (``None`` for POST-as-GET, RFC 8555 §6.3) and
+        decode the JSON answer.
+        """
+        response, body = await self._post(url, _encode_payload(payload), **kwargs)
+        return response, decode_json(response, body)
+
+    # -- the txacme 0.9 API -------------------------------------------------
+
+    @deferred_async
+    async def head(self, url: str, *args: Any, **kwargs: Any) -> _Response:
+        """
+        Send HEAD request without checking the response.
+
+        Note that the response is not checked, as there will be no response
+        body to check; its ``Replay-Nonce`` still goes into the pool.
+
+        :param url: The URL to make the request to.
+        :returns: A Deferred firing with the HTTP response.
+        """
+        response, _ = await self._request("HEAD", url, read_body=False)
+        self._pool_nonce(response)
+        return response
+
+    @deferred_async
+    async def get(
+        self, url: str, content_type: str | None = JSON_CONTENT_TYPE, **kwargs: Any
+    ) -> _Response:
+        """
+        Send GET request and check response.
+
+        Only the directory and ``renewalInfo`` are read with plain GET in
+        RFC 8555; other resources need POST-as-GET (:meth:`post` with
+        ``obj=None``).
+
+        :param url: The URL to make the request to.
+        :param content_type: The expected media type of the answer, or
+            ``None`` for any.
+        :returns: A Deferred firing with the checked HTTP response (its body
+            already read: ``response.json()`` works).
+        :raises ServerError: For an error answer.
+        :raises MalformedResponse: For an unexpected content type.
+        :raises NetworkError: When no answer came.
+        """
+        response, body = await self._request("GET", url)
+        self._pool_nonce(response)
+        self._check_response(response, body, content_type)
+        return response
+
+    @deferred_async
+    async def post(
+        self,
+        url: str,
+        obj: JSONDeSerializable | Mapping[str, Any] | None,
+        content_type: str | None = JSON_CONTENT_TYPE,
+        **kwargs: Any,
+    ) -> _Response:
+        """
+        POST an object and check the response.
+
+        :param url: The URL to request.
+        :param obj: The serializable payload of the request; ``None`` sends
+            a POST-as-GET (empty payload, RFC 8555 §6.3).
+        :param content_type: The expected content type of the response. By
+            default, JSON.
+        :returns: A Deferred firing with the checked HTTP response (its body
+            already read).
+        :raises ServerError: For a problem document (after retrying
+            ``badNonce``).
+        :raises MalformedResponse: For an unexpected content type.
+        :raises NetworkError: When no answer came.
+        """
+        response, _ = await self._post(
+            url, _encode_payload(obj), content_type=content_type, **kwargs
+        )
+        return response
+
+
+def _encode_payload(payload: Mapping[str, Any] | JSONDeSerializable | None) -> bytes:
+    if payload is None:
+        return b""
+    if isinstance(payload, JSONDeSerializable):
+        return payload.json_dumps().encode("utf-8")
+    return json.dumps(payload).encode("utf-8")
+
+
+def decode_json(response: _Response, body: bytes) -> Any:
+    """
+    Decode a JSON response body.
+
+    :raises MalformedResponse: If it is not JSON.
+    """
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedResponse(f"Undecodable JSON body: {error}", response) from error
+
+
+def _response_nonce(response: _Response) -> bytes | None:
+    value = _header(response, b"replay-nonce")
+    if not value:
+        return None
+    try:
+        return b64decode(value)
+    except (TypeError, ValueError, DeserializationError):
+        _log.warn("Ignoring a malformed Replay-Nonce {value!r}", value=value)
+        return None
+
+
+def _server_error(
+    response: _Response, body: bytes, received: str | None, now: Callable[[], float]
+) -> ServerError:
+    """The ServerError for an error answer, with or without problem document."""
+    retry_after = parse_retry_after(_header(response, b"retry-after"), now)
+    if received == JSON_ERROR_CONTENT_TYPE:
+        try:
+            jobj = json.loads(body)
+            problem = messages.Error.from_json(jobj)
+        except (ValueError, TypeError, DeserializationError) as error:
+            problem = _problem(
+                f"HTTP {response.code} with an undecodable problem document: {error}"
+            )
+        else:
+            if not isinstance(jobj, dict):
+                problem = _problem(
+                    f"HTTP {response.code} with a problem document that is not "
+                    "an object"
+                )
+    else:
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        problem = _problem(
+            f"HTTP {response.code} ({received or 'no content type'}): {snippet}",
+            title=f"HTTP {response.code}",
+        )
+    return ServerError(problem, response, retry_after)
+
+
+def _problem(detail: str, title: str | None = None) -> messages.Error:
+    """A problem document of type ``about:blank`` made up on the client side."""
+    jobj = {"type": "about:blank", "detail": detail}
+    if title is not None:
+        jobj["title"] = title
+    problem: messages.Error = messages.Error.from_json(jobj)
+    return problem
+
+
+def response_links(response: _Response, base: str = "") -> dict[str, list[str]]:
+    """The ``Link`` relations of a response (RFC 8288)."""
+    return parse_links(response.headers.getRawHeaders(b"link") or [], base)
+
+
+def _describe_failure(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        inner = [
+            reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
+            for reason in reasons
+        ]
+        return f"{type(error).__name__}: {'; '.join(inner)}"
+    return f"{type(error).__name__}: {error}"
