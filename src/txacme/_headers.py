@@ -100,7 +100,7 @@ def parse_retry_after(
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(int(value))
     try:
         when = parsedate_to_datetime(value)

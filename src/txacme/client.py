@@ -82,6 +82,15 @@ _ACCOUNT_REQUEST_FIELDS = (
     "onlyReturnExisting",
     "externalAccountBinding",
 )
+# What CAs answer a newAccount without termsOfServiceAgreed: Boulder and
+# RFC 8555 "malformed" or "userActionRequired", Pebble 2.4 the draft-era
+# "agreementRequired".
+_TERMS_ERROR_CODES = (
+    "malformed",
+    "userActionRequired",
+    "agreementRequired",
+    "unauthorized",
+)
 _PENDING_STATES = (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
 
 
@@ -363,7 +372,7 @@ class Client:
         if (
             not new_reg.terms_of_service_agreed
             and not new_reg.only_return_existing
-            and error.code in ("malformed", "userActionRequired", "unauthorized")
+            and error.code in _TERMS_ERROR_CODES
             and (terms is not None or "terms" in detail)
         ):
             return TermsOfServiceNotAgreed(error.message, error.response, terms)

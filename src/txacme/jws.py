@@ -398,7 +398,9 @@ def _encode_payload(payload: Mapping[str, Any] | JSONDeSerializable | None) -> b
         return b""
     if isinstance(payload, JSONDeSerializable):
         return payload.json_dumps().encode("utf-8")
-    return json.dumps(payload).encode("utf-8")
+    return json.dumps(payload, default=JSONDeSerializable.json_dump_default).encode(
+        "utf-8"
+    )
 
 
 def decode_json(response: _Response, body: bytes) -> Any:
