@@ -41,7 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -52,6 +52,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
@@ -78,6 +79,7 @@ __all__ = [
     "pebble_unavailable_reason",
     "resolve_a",
     "resolve_aaaa",
+    "verify_chain",
 ]
 
 PEBBLE = "pebble"
@@ -831,6 +833,41 @@ class PebbleManagement:
         )
 
 
+def verify_chain(
+    leaf_der: bytes,
+    chain_der: Sequence[bytes],
+    root_pem: bytes,
+    names: Sequence[str],
+) -> list[x509.Certificate]:
+    """
+    Verify an issued certificate as a TLS client would: a path from the
+    leaf through ``chain_der`` to the root, valid now, for every one of
+    ``names`` (the CA/Browser Forum web PKI profile of
+    :mod:`cryptography.x509.verification`).
+
+    :param leaf_der: The leaf certificate, DER.
+    :param chain_der: The issuer chain, DER, any order (the root may be in
+        it or not).
+    :param root_pem: The one trusted root, PEM (Pebble's ``/roots/0``).
+    :param names: The DNS names the certificate must be valid for.
+    :returns: The verified path for the first name, leaf first and root
+        last.
+    :raises cryptography.x509.verification.VerificationError: If any name
+        fails.
+    """
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    intermediates = [x509.load_der_x509_certificate(der) for der in chain_der]
+    store = Store([x509.load_pem_x509_certificate(root_pem)])
+    paths = [
+        PolicyBuilder()
+        .store(store)
+        .build_server_verifier(x509.DNSName(name))
+        .verify(leaf, intermediates)
+        for name in names
+    ]
+    return paths[0]
+
+
 def _absolute(host: str) -> str:
     return host if host.endswith(".") else host + "."
 
@@ -1012,7 +1049,8 @@ class PebbleTestCase(TypedAssertions, TestCase):
     def setUp(self) -> None:
         from twisted.internet import reactor
 
-        self.reactor: IReactorTCP = reactor
+        # The global reactor: TCP, time, threads and the rest.
+        self.reactor = reactor
         reason = pebble_unavailable_reason()
         if reason is not None:
             if os.environ.get("CI"):
