@@ -11,6 +11,7 @@ in flight.
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
@@ -18,16 +19,27 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 from acme import challenges as acme_challenges
+from acme import jws as acme_jws
 from acme import messages
 from attrs import field, frozen, validators
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from josepy.b64 import b64decode, b64encode
 from josepy.errors import DeserializationError
 from josepy.interfaces import JSONDeSerializable
-from josepy.jwa import RS256, JWASignature
-from josepy.jwk import JWK
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from josepy.jwa import ES256, ES384, ES512, HS256, HS384, HS512, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA, JWKOct
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -41,8 +53,10 @@ from txacme.errors import (
     AuthorizationFailed,
     AuthorizationsNotValid,
     ChainTooLong,
+    ExternalAccountRequired,
     MalformedResponse,
     NoSupportedChallenges,
+    NotOffered,
     OrderFailed,
     PollTimeout,
     ServerError,
@@ -50,28 +64,35 @@ from txacme.errors import (
 )
 from txacme.interfaces import IResponder
 from txacme.jws import (
+    JSON_CONTENT_TYPE,
     PEM_CHAIN_TYPE,
     JWSClient,
     decode_json,
     response_links,
 )
-from txacme.messages import CertificateChainResource
-from txacme.util import encode_csr, identifiers_from_csr
+from txacme.messages import CertificateChainResource, RenewalWindow
+from txacme.util import PrivateKey, encode_csr, identifiers_from_csr
 
 __all__ = [
     "AuthorizationFailed",
     "Client",
+    "EABCredentials",
     "JWSClient",
     "NoSupportedChallenges",
     "PollingPolicy",
     "ServerError",
+    "alg_for_key",
     "answer_challenge",
     "fqdn_identifier",
+    "issue_certificate",
     "poll_until_valid",
+    "renewal_certificate_id",
+    "select_chain",
 ]
 
 _log = Logger()
 _R = TypeVar("_R", bound=JSONDeSerializable)
+_T = TypeVar("_T")
 
 _REQUIRED_DIRECTORY_KEYS = ("newNonce", "newAccount", "newOrder")
 # Account fields RFC 8555 §7.3 lets a client send; ACME v1 fields such as
@@ -328,7 +349,9 @@ class Client:
 
     @deferred_async
     async def register(
-        self, new_reg: messages.NewRegistration | None = None
+        self,
+        new_reg: messages.NewRegistration | None = None,
+        eab: EABCredentials | None = None,
     ) -> messages.RegistrationResource:
         """
         Create a new registration with the ACME server: ``newAccount``
@@ -341,16 +364,40 @@ class Client:
         :param new_reg: The registration message to use, or ``None`` to
             construct one.  Most CAs refuse to create an account unless it
             has ``terms_of_service_agreed=True``.
+        :param eab: External Account Binding credentials (RFC 8555 §7.3.4),
+            for CAs that require them (ZeroSSL, Google, Sectigo...).
         :returns: A Deferred firing with the registration resource; its
             ``uri`` is the account URL, its ``terms_of_service`` the CA's
             terms.
         :raises TermsOfServiceNotAgreed: If the CA wants the terms agreed.
+        :raises ExternalAccountRequired: If the CA requires ``eab`` and none
+            was given (checked before anything is sent).
         :raises AccountDoesNotExist: For ``only_return_existing`` without an
             account.
         """
         if new_reg is None:
             new_reg = messages.NewRegistration()
         url = self.directory["newAccount"]
+        if eab is not None:
+            new_reg = new_reg.update(
+                external_account_binding=eab.binding(self.key.public_key(), url)
+            )
+        elif (
+            self.directory.meta.external_account_required
+            and not new_reg.only_return_existing
+            and not new_reg.external_account_binding
+        ):
+            raise ExternalAccountRequired(
+                messages.Error.from_json(
+                    {
+                        "type": messages.ERROR_PREFIX + "externalAccountRequired",
+                        "detail": "The directory says the CA requires External "
+                        "Account Binding: pass eab=EABCredentials(key_id, "
+                        "hmac_key) to Client.register",
+                    }
+                ),
+                None,
+            )
         payload = _account_payload(new_reg)
         try:
             response, jobj = await self._client._post_json(url, payload, use_jwk=True)
@@ -376,8 +423,6 @@ class Client:
             and (terms is not None or "terms" in detail)
         ):
             return TermsOfServiceNotAgreed(error.message, error.response, terms)
-        if error.code == "accountDoesNotExist":
-            return AccountDoesNotExist(error.message, error.response, error.retry_after)
         return error
 
     def _registration_resource(
@@ -594,12 +639,11 @@ class Client:
 
     async def _raise_for_authorizations(self, orderr: messages.OrderResource) -> None:
         """Fetch an order's authorizations and name those that are not valid."""
-        fetched = await gatherResults(
+        fetched = await _all(
             [
                 Deferred.fromCoroutine(self._fetch_authorization(url))
                 for url in orderr.body.authorizations or ()
-            ],
-            consumeErrors=True,
+            ]
         )
         not_valid = [
             authzr
@@ -799,6 +843,456 @@ class Client:
             )
             for der in chain
         ]
+
+    # -- the RFC 8555 API -------------------------------------------------------
+
+    @deferred_async
+    async def find_registration(self) -> messages.RegistrationResource:
+        """
+        Find the existing account of the client's key: ``newAccount`` with
+        ``onlyReturnExisting`` (RFC 8555 §7.3.1).  Later requests are signed
+        with its URL as ``kid``.
+
+        :returns: A Deferred firing with the registration resource.
+        :raises AccountDoesNotExist: If the key has no account.
+        """
+        return await self.register(messages.NewRegistration(only_return_existing=True))
+
+    @deferred_async
+    async def deactivate_registration(
+        self, regr: messages.RegistrationResource
+    ) -> messages.RegistrationResource:
+        """
+        Deactivate an account (RFC 8555 §7.3.6).  The CA refuses every later
+        request signed for it; this cannot be undone.
+
+        :param regr: The account.
+        :returns: A Deferred firing with the deactivated registration.
+        """
+        response, jobj = await self._client._post_json(
+            regr.uri, {"status": messages.STATUS_DEACTIVATED.name}
+        )
+        return self._registration_resource(
+            response, jobj, regr.uri, getattr(regr, "terms_of_service", None)
+        )
+
+    @deferred_async
+    async def change_key(
+        self, new_key: JWK | PrivateKey, alg: JWASignature | None = None
+    ) -> None:
+        """
+        Replace the account key (``keyChange``, RFC 8555 §7.3.5): an inner
+        JWS signed by the new key, inside an outer one signed by the current
+        key.  Afterwards the client signs with the new key.
+
+        :param new_key: The new key, as a JWK or a ``cryptography`` private
+            key (RSA, or ECDSA P-256/P-384).
+        :param alg: Its algorithm; by default RS256 for RSA, ES256/ES384 for
+            ECDSA.
+        :returns: A Deferred firing once the CA switched keys.
+        :raises ServerError: With code ``conflict`` if the new key already
+            belongs to an account.
+        """
+        new_jwk = _as_jwk(new_key)
+        new_alg = alg if alg is not None else alg_for_key(new_jwk)
+        kid = self._client.kid
+        if kid is None:
+            raise ValueError("change_key needs an account: call register first")
+        url = _required_url(self.directory, "keyChange")
+        inner = acme_jws.JWS.sign(
+            json.dumps(
+                {"account": kid, "oldKey": self.key.public_key().to_partial_json()}
+            ).encode("utf-8"),
+            key=new_jwk,
+            alg=new_alg,
+            nonce=None,
+            url=url,
+        )
+        await self._client._post(
+            url, inner.json_dumps().encode("utf-8"), content_type=None
+        )
+        self._client.set_key(new_jwk, new_alg)
+        self.key = new_jwk
+
+    @deferred_async
+    async def deactivate_authorization(
+        self, authzr: messages.AuthorizationResource
+    ) -> messages.AuthorizationResource:
+        """
+        Deactivate an authorization (RFC 8555 §7.5.2), so that it can no
+        longer be used to issue certificates.
+
+        :param authzr: The authorization.
+        :returns: A Deferred firing with the deactivated authorization.
+        """
+        response, jobj = await self._client._post_json(
+            authzr.uri, {"status": messages.STATUS_DEACTIVATED.name}
+        )
+        return messages.AuthorizationResource(
+            body=_parse(messages.Authorization, jobj, response), uri=authzr.uri
+        )
+
+    @deferred_async
+    async def revoke(
+        self,
+        cert: x509.Certificate | bytes | messages.CertificateResource,
+        reason: int = 0,
+        key: JWK | PrivateKey | None = None,
+    ) -> None:
+        """
+        Revoke a certificate (``revokeCert``, RFC 8555 §7.6).
+
+        :param cert: The certificate: a ``cryptography`` certificate, DER or
+            PEM bytes, or a certificate resource with a DER body.
+        :param reason: The CRL reason code (RFC 5280 §5.3.1): 0 unspecified,
+            1 keyCompromise, 4 superseded, 5 cessationOfOperation...
+        :param key: The certificate's private key, to revoke without the
+            account that ordered it (the request is signed with ``jwk``);
+            ``None`` to sign with the account.
+        :returns: A Deferred firing once revoked.
+        :raises ServerError: ``alreadyRevoked``, ``badRevocationReason``,
+            ``unauthorized``...
+        """
+        payload = {"certificate": b64encode(_certificate_der(cert)).decode("ascii")}
+        if reason:
+            payload["reason"] = reason  # type: ignore[assignment]
+        url = _required_url(self.directory, "revokeCert")
+        if key is None:
+            await self._client._post(url, _json_bytes(payload), content_type=None)
+        else:
+            signing_key = _as_jwk(key)
+            await self._client._post(
+                url,
+                _json_bytes(payload),
+                content_type=None,
+                key=signing_key,
+                alg=alg_for_key(signing_key),
+            )
+
+    @deferred_async
+    async def renewal_info(
+        self, cert: x509.Certificate | bytes | messages.CertificateResource
+    ) -> RenewalWindow:
+        """
+        Ask when to renew a certificate (ACME Renewal Information, RFC 9773):
+        GET ``renewalInfo/<certID>``.
+
+        :param cert: The certificate (as for :meth:`revoke`); it must have
+            an Authority Key Identifier.
+        :returns: A Deferred firing with the suggested window and the
+            seconds to wait before asking again.
+        :raises NotOffered: If the directory has no ``renewalInfo``.
+        :raises ValueError: If the certificate has no Authority Key
+            Identifier.
+        """
+        base = _directory_url(self.directory, "renewalInfo")
+        if base is None:
+            raise NotOffered("renewalInfo", "the directory offers no ARI (RFC 9773)")
+        url = base.rstrip("/") + "/" + renewal_certificate_id(_certificate(cert))
+        response, body = await self._client._exchange("GET", url, JSON_CONTENT_TYPE)
+        jobj = decode_json(response, body)
+        info = _parse(messages.RenewalInfo, jobj, response)
+        window = info.suggested_window
+        if window is None or window.start is None or window.end is None:
+            raise MalformedResponse(
+                "The renewal info has no suggested window", response
+            )
+        if window.end < window.start:
+            raise MalformedResponse(
+                "The suggested window ends before it starts", response
+            )
+        retry_after = parse_retry_after(
+            _first_header(response, b"retry-after"), self._reactor.seconds
+        )
+        explanation = jobj.get("explanationURL")
+        return RenewalWindow(
+            start=window.start,
+            end=window.end,
+            retry_after=_ARI_DEFAULT_RETRY if retry_after is None else retry_after,
+            explanation_url=explanation if isinstance(explanation, str) else None,
+        )
+
+    @deferred_async
+    async def new_order(
+        self,
+        identifiers: Iterable[messages.Identifier | str],
+        profile: str | None = None,
+        replaces: str | x509.Certificate | None = None,
+    ) -> messages.OrderResource:
+        """
+        Create an order (``newOrder``, RFC 8555 §7.4) and fetch its
+        authorizations.
+
+        :param identifiers: :class:`acme.messages.Identifier` objects or
+            plain strings: DNS names, wildcards (``*.example.com``), IPv4 or
+            IPv6 addresses (RFC 8738).
+        :param profile: A certificate profile the CA offers in
+            ``meta.profiles`` (draft-ietf-acme-profiles).
+        :param replaces: The certificate this order replaces (a certificate,
+            or its ARI certID), sent only when the directory offers
+            ``renewalInfo`` (RFC 9773 §5); if the CA refuses it, the order is
+            made again without it.
+        :returns: A Deferred firing with the order, its ``authorizations``
+            fetched.
+        :raises NotOffered: If ``profile`` is not among the CA's profiles.
+        """
+        wanted = [_to_identifier(identifier) for identifier in identifiers]
+        if not wanted:
+            raise ValueError("An order needs at least one identifier")
+        if profile is not None:
+            offered = self.directory.meta.profiles or {}
+            if profile not in offered:
+                raise NotOffered(
+                    "profile",
+                    f"the CA offers no profile {profile!r}; it offers: "
+                    f"{', '.join(sorted(offered)) or 'none'}",
+                )
+        replaces_id: str | None = None
+        if replaces is not None:
+            if _directory_url(self.directory, "renewalInfo") is None:
+                _log.info("Not sending replaces: the CA offers no renewalInfo")
+            elif isinstance(replaces, x509.Certificate):
+                replaces_id = renewal_certificate_id(replaces)
+            else:
+                replaces_id = replaces
+        try:
+            orderr = await self._create_order(wanted, profile, replaces_id)
+        except ServerError as error:
+            if replaces_id is None or not _refuses_replaces(error):
+                raise
+            _log.info(
+                "The CA refused replaces={replaces} ({error}); ordering without it",
+                replaces=replaces_id,
+                error=error,
+            )
+            orderr = await self._create_order(wanted, profile, None)
+        fetched = await _all(
+            [
+                Deferred.fromCoroutine(self._fetch_authorization(url))
+                for url in orderr.body.authorizations
+            ]
+        )
+        complete: messages.OrderResource = orderr.update(
+            authorizations=tuple(authzr for authzr, _ in fetched)
+        )
+        return complete
+
+    @deferred_async
+    async def finalize(
+        self,
+        orderr: messages.OrderResource,
+        csr: x509.CertificateSigningRequest | messages.CertificateRequest | bytes | Any,
+    ) -> messages.OrderResource:
+        """
+        Finalize an order whose authorizations are valid (RFC 8555 §7.4),
+        wait while it is ``processing`` (following the polling policy and
+        ``Retry-After``), and download its certificate chain and the
+        alternate chains (``Link: rel="alternate"``, §7.4.2).
+
+        :param orderr: The order.
+        :param csr: The CSR: a ``cryptography`` CSR, PEM bytes, or a
+            certificate request message.
+        :returns: A Deferred firing with the ``valid`` order, with
+            ``fullchain_pem`` and ``alternative_fullchains_pem``.
+        :raises AuthorizationsNotValid: Naming authorizations not valid.
+        :raises OrderFailed: If the order is or becomes invalid.
+        :raises PollTimeout: If it stays processing past the policy's
+            timeout.
+        """
+        request = _as_csr(csr)
+        orderr = await self._finalize(orderr, request)
+        assert orderr.body.certificate is not None
+        response, body, _ = await self._download_chain(orderr.body.certificate)
+        alternates = response_links(response, orderr.body.certificate).get(
+            "alternate", []
+        )
+        downloaded = await _all(
+            [Deferred.fromCoroutine(self._download_chain(url)) for url in alternates]
+        )
+        finalized: messages.OrderResource = orderr.update(
+            csr_pem=request.public_bytes(serialization.Encoding.PEM),
+            fullchain_pem=body.decode("ascii"),
+            alternative_fullchains_pem=[
+                chain.decode("ascii") for _, chain, _ in downloaded
+            ],
+        )
+        return finalized
+
+
+_ARI_DEFAULT_RETRY = 6 * 3600.0
+
+
+@frozen
+class EABCredentials:
+    """
+    External Account Binding credentials (RFC 8555 §7.3.4): what a CA
+    such as ZeroSSL, Google Trust Services or Sectigo hands out to bind an
+    ACME account to an account with it.
+
+    :ivar key_id: The key identifier.
+    :ivar hmac_key: The MAC key: raw bytes, or the base64url text CAs show.
+    :ivar alg: The MAC algorithm: ``HS256`` (the usual), ``HS384`` or
+        ``HS512``.
+    """
+
+    key_id: str
+    hmac_key: bytes | str = field(repr=False)
+    alg: str = field(
+        default="HS256", validator=validators.in_(("HS256", "HS384", "HS512"))
+    )
+
+    def binding(self, account_key: JWK, new_account_url: str) -> dict[str, Any]:
+        """
+        The ``externalAccountBinding`` value: a JWS over the account's
+        public key, MACed with the HMAC key.
+
+        :param account_key: The account's public key.
+        :param new_account_url: The directory's ``newAccount`` URL.
+        """
+        if isinstance(self.hmac_key, bytes):
+            key_bytes = self.hmac_key
+        else:
+            try:
+                key_bytes = b64decode(self.hmac_key)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"The EAB HMAC key is not base64url: {error}"
+                ) from error
+        signed = acme_jws.JWS.sign(
+            json.dumps(account_key.public_key().to_partial_json()).encode("utf-8"),
+            key=JWKOct(key=key_bytes),
+            alg=_HMAC_ALGORITHMS[self.alg],
+            nonce=None,
+            url=new_account_url,
+            kid=self.key_id,
+        )
+        binding: dict[str, Any] = signed.to_partial_json()
+        return binding
+
+
+_HMAC_ALGORITHMS: dict[str, JWASignature] = {
+    "HS256": HS256,
+    "HS384": HS384,
+    "HS512": HS512,
+}
+
+
+def alg_for_key(key: JWK) -> JWASignature:
+    """
+    The JWS algorithm for a key: RS256 for RSA, ES256 for P-256, ES384 for
+    P-384, ES512 for P-521.
+
+    :raises ValueError: For any other key.
+    """
+    if isinstance(key, JWKRSA):
+        return RS256
+    if isinstance(key, JWKEC):
+        curve = key.key.curve.name
+        algorithms = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}
+        if curve in algorithms:
+            return algorithms[curve]
+    raise ValueError(f"No JWS algorithm for {type(key).__name__} keys of this kind")
+
+
+def _as_jwk(key: JWK | PrivateKey) -> JWK:
+    if isinstance(key, JWK):
+        return key
+    if isinstance(key, rsa.RSAPrivateKey):
+        return JWKRSA(key=key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return JWKEC(key=key)
+    raise TypeError(f"Not an RSA or ECDSA private key: {key!r}")
+
+
+def _certificate(
+    cert: x509.Certificate | bytes | messages.CertificateResource,
+) -> x509.Certificate:
+    if isinstance(cert, x509.Certificate):
+        return cert
+    if isinstance(cert, messages.CertificateResource):
+        cert = cert.body
+    if isinstance(cert, bytes):
+        if cert.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(cert)
+        return x509.load_der_x509_certificate(cert)
+    raise TypeError(f"Not a certificate: {cert!r}")
+
+
+def _certificate_der(
+    cert: x509.Certificate | bytes | messages.CertificateResource,
+) -> bytes:
+    return _der(_certificate(cert))
+
+
+def renewal_certificate_id(cert: x509.Certificate) -> str:
+    """
+    The ARI certificate identifier (RFC 9773 §4.1): the base64url Authority
+    Key Identifier, a dot, and the base64url DER encoding of the serial
+    number's value.
+
+    :raises ValueError: If the certificate has no Authority Key Identifier.
+    """
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        aki = None
+    if aki is None or aki.key_identifier is None:
+        raise ValueError(
+            "The certificate has no Authority Key Identifier: no ARI certID"
+        )
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
+    return (
+        b64encode(aki.key_identifier).decode("ascii")
+        + "."
+        + b64encode(serial_bytes).decode("ascii")
+    )
+
+
+def _refuses_replaces(error: ServerError) -> bool:
+    """Whether an error to a newOrder with ``replaces`` is about that field."""
+    if error.code == "alreadyReplaced":
+        return True
+    detail = (error.message.detail or "").lower()
+    return (
+        error.code in ("malformed", "conflict", "unauthorized") and "replace" in detail
+    )
+
+
+def _required_url(directory: messages.Directory, name: str) -> str:
+    url = _directory_url(directory, name)
+    if url is None:
+        raise NotOffered(name, f"the directory has no {name} URL")
+    return url
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload).encode("utf-8")
+
+
+def _as_csr(csr: Any) -> x509.CertificateSigningRequest:
+    if isinstance(csr, x509.CertificateSigningRequest):
+        return csr
+    if isinstance(csr, bytes):
+        return x509.load_pem_x509_csr(csr)
+    inner = getattr(csr, "csr", None)
+    if isinstance(inner, x509.CertificateSigningRequest):
+        return inner
+    raise TypeError(f"Not a certificate signing request: {csr!r}")
+
+
+async def _all(deferreds: list[Deferred[_T]]) -> list[_T]:
+    """
+    Wait for all ``deferreds``; on the first failure cancel the rest and
+    raise that failure's exception (not a ``FirstError``).
+    """
+    try:
+        return await gatherResults(deferreds, consumeErrors=True)
+    except FirstError as error:
+        for deferred in deferreds:
+            deferred.cancel()
+        error.subFailure.raiseException()
+        raise  # pragma: no cover (raiseException always raises)
 
 
 def _directory_url(directory: messages.Directory, name: str) -> str | None:
@@ -1010,3 +1504,122 @@ async def _poll_until_valid(
             return authzr
         if status not in _PENDING_STATES:
             raise AuthorizationFailed(authzr)
+
+
+def _issuer_names(certificate: x509.Certificate) -> list[str]:
+    return [
+        attribute.value
+        if isinstance(attribute.value, str)
+        else attribute.value.decode()
+        for attribute in certificate.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+
+
+def select_chain(
+    default_pem: str, alternatives_pem: Sequence[str], preferred_chain: str | None
+) -> str:
+    """
+    Pick a certificate chain by the name of its issuer.
+
+    A chain whose topmost certificate was issued by ``preferred_chain`` (the
+    root's common name) wins; failing that, one in which any certificate's
+    issuer has that name (an intermediate); failing that, the default chain.
+    Chains are looked at in order, the default first.
+
+    :param default_pem: The default chain (PEM).
+    :param alternatives_pem: The alternate chains (PEM).
+    :param preferred_chain: The issuer common name wanted, or ``None``.
+    :returns: The chosen chain (PEM).
+    """
+    if preferred_chain is None:
+        return default_pem
+    chains = [default_pem, *alternatives_pem]
+    parsed = [
+        x509.load_pem_x509_certificates(chain.encode("ascii")) for chain in chains
+    ]
+    for chain, certificates in zip(chains, parsed, strict=True):
+        if preferred_chain in _issuer_names(certificates[-1]):
+            return chain
+    for chain, certificates in zip(chains, parsed, strict=True):
+        if any(
+            preferred_chain in _issuer_names(certificate)
+            for certificate in certificates
+        ):
+            return chain
+    return default_pem
+
+
+@deferred_async
+async def issue_certificate(
+    client: Client,
+    clock: IReactorTime,
+    csr: x509.CertificateSigningRequest | messages.CertificateRequest | bytes | Any,
+    responders: Sequence[IResponder],
+    preferred_chain: str | None = None,
+    profile: str | None = None,
+    replaces: str | x509.Certificate | None = None,
+    timeout: float = 300.0,
+) -> str:
+    """
+    Get a certificate in one call: order the CSR's names, answer every
+    pending authorization with the responders (in parallel; authorizations
+    the CA reuses as valid are skipped), wait until they are valid, finalize,
+    and return the chain.  Every responder started is stopped afterwards,
+    also when something fails or the call is cancelled.
+
+    :param client: The ACME client, registered.
+    :param clock: The clock for polling.
+    :param csr: The certificate signing request (its SAN names and IP
+        addresses are the order's identifiers).
+    :param responders: :class:`~txacme.interfaces.IResponder` objects, in
+        order of preference.
+    :param preferred_chain: The issuer common name of the chain wanted
+        (see :func:`select_chain`); ``None`` for the CA's default.
+    :param profile: A certificate profile the CA offers.
+    :param replaces: The certificate (or ARI certID) being renewed.
+    :param timeout: Seconds to wait for each authorization to be valid.
+    :returns: A Deferred firing with the certificate chain (PEM, leaf
+        first).
+    :raises AuthorizationFailed: If an authorization fails.
+    :raises NoSupportedChallenges: If no responder fits an authorization.
+    :raises twisted.internet.defer.CancelledError: If an authorization
+        stayed pending for ``timeout`` seconds.
+    """
+    request = _as_csr(csr)
+    identifiers = [
+        messages.Identifier(typ=messages.IdentifierType.from_json(typ), value=value)
+        for typ, value in identifiers_from_csr(request)
+    ]
+    orderr = await client.new_order(identifiers, profile=profile, replaces=replaces)
+    stoppers: list[Callable[[], Deferred[None]]] = []
+
+    async def authorize(
+        authzr: messages.AuthorizationResource,
+    ) -> messages.AuthorizationResource:
+        stoppers.append(await answer_challenge(authzr, client, responders))
+        return await poll_until_valid(authzr, clock, client, timeout)
+
+    try:
+        await _all(
+            [
+                Deferred.fromCoroutine(authorize(authzr))
+                for authzr in orderr.authorizations
+                if authzr.body.status != messages.STATUS_VALID
+            ]
+        )
+    finally:
+        await _stop_all(stoppers)
+    orderr = await client.finalize(orderr, request)
+    return select_chain(
+        orderr.fullchain_pem, orderr.alternative_fullchains_pem or (), preferred_chain
+    )
+
+
+async def _stop_all(stoppers: Sequence[Callable[[], Deferred[None]]]) -> None:
+    """Stop every responder; a failure to stop is logged, not raised."""
+    results = await DeferredList(
+        [maybeDeferred(stop) for stop in stoppers], consumeErrors=True
+    )
+    for success, outcome in results:
+        if not success:
+            _log.failure("Stopping a responder failed", outcome)

@@ -34,12 +34,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountDoesNotExist",
+    "ExternalAccountRequired",
+    "RateLimited",
+    "UserActionRequired",
     "AuthorizationFailed",
     "AuthorizationsNotValid",
     "ChainTooLong",
     "MalformedResponse",
     "NetworkError",
     "NoSupportedChallenges",
+    "NotOffered",
     "OrderFailed",
     "PollTimeout",
     "ServerError",
@@ -66,8 +70,12 @@ class ServerError(Exception):
         problem document, a synthetic one of type ``about:blank`` whose detail
         gives the HTTP status and content type.
     :ivar response: The HTTP response, already read; or ``None``.
-    :ivar retry_after: Seconds after which the server says a retry makes
-        sense (its ``Retry-After`` header), or ``None`` if it gave none.
+    :ivar retry_after: Seconds after which a retry makes sense: the server's
+        ``Retry-After`` header, or for a passing error (``rateLimited``,
+        ``serverInternal``, 5xx) without one, the retry policy's backoff;
+        ``None`` otherwise.
+    :ivar retry_at: The POSIX time (of the client's clock) after which a
+        retry makes sense, when ``retry_after`` is known.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class ServerError(Exception):
         self.message = message
         self.response = response
         self.retry_after = retry_after
+        self.retry_at: float | None = None
 
     @property
     def code(self) -> str | None:
@@ -143,6 +152,48 @@ class TermsOfServiceNotAgreed(ServerError):
             "terms_of_service_agreed=True) to Client.register. "
             f"The CA said: {super().__str__()}"
         )
+
+
+class RateLimited(ServerError):
+    """
+    The CA's rate limit was hit (``rateLimited``, RFC 8555 §6.6).  Retries
+    were attempted where the ``Retry-After`` allowed; :attr:`retry_after`
+    says when another attempt makes sense.
+    """
+
+
+class UserActionRequired(ServerError):
+    """
+    The CA wants a human to do something first (``userActionRequired``,
+    RFC 8555 §7.3.3), typically to agree to changed terms of service.
+
+    :ivar terms_of_service: The new terms' URL (``Link:
+        rel="terms-of-service"``), if given.
+    :ivar instance: A URL for the user to visit (the problem's
+        ``instance``), if given.
+    """
+
+    terms_of_service: str | None = None
+    instance: str | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.terms_of_service is not None:
+            text += (
+                f"; the terms of service changed: review {self.terms_of_service} "
+                "and agree with Client.agree_to_tos"
+            )
+        if self.instance is not None:
+            text += f"; see {self.instance}"
+        return text
+
+
+class ExternalAccountRequired(ServerError):
+    """
+    The CA only creates accounts bound to an account with it (External
+    Account Binding, RFC 8555 §7.3.4): pass the key id and HMAC key the CA
+    gave you as ``eab`` to :meth:`txacme.client.Client.register`.
+    """
 
 
 class AccountDoesNotExist(ServerError):
@@ -337,3 +388,21 @@ class PollTimeout(Exception):
         return (
             f"{self.url} was still {self.status!r} after {self.waited:g} s of polling"
         )
+
+
+class NotOffered(Exception):
+    """
+    The CA does not offer what was asked for: ``renewalInfo`` (ARI), a
+    certificate profile, ``keyChange``...  Raised before anything is sent.
+
+    :ivar feature: What is missing, e.g. ``"renewalInfo"`` or ``"profile"``.
+    :ivar detail: An explanation.
+    """
+
+    def __init__(self, feature: str, detail: str) -> None:
+        super().__init__(feature, detail)
+        self.feature = feature
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"Not offered by the CA: {self.feature}: {self.detail}"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from random import Random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from acme import jws as acme_jws
 from acme import messages
+from attrs import field, frozen, validators
 from josepy.b64 import b64decode
 from josepy.errors import DeserializationError
 from josepy.interfaces import JSONDeSerializable
@@ -22,6 +24,7 @@ from josepy.jwa import JWASignature
 from josepy.jwk import JWK
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -31,7 +34,15 @@ from txacme._deferred import deferred_async
 from txacme._headers import media_type, parse_links, parse_retry_after
 from txacme._types import HTTPResponse as _Response
 from txacme._types import TreqClient
-from txacme.errors import MalformedResponse, NetworkError, ServerError
+from txacme.errors import (
+    AccountDoesNotExist,
+    ExternalAccountRequired,
+    MalformedResponse,
+    NetworkError,
+    RateLimited,
+    ServerError,
+    UserActionRequired,
+)
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -40,6 +51,7 @@ __all__ = [
     "JSON_ERROR_CONTENT_TYPE",
     "PEM_CHAIN_TYPE",
     "JWSClient",
+    "RetryPolicy",
 ]
 
 JSON_CONTENT_TYPE = "application/json"
@@ -55,6 +67,55 @@ DEFAULT_USER_AGENT = f"txacme/{__version__}"
 """The ``User-Agent`` sent by default (RFC 8555 §6.1 asks for one)."""
 
 _log = Logger()
+
+
+@frozen
+class RetryPolicy:
+    """
+    When the transport retries a request that failed for a passing reason:
+    a ``rateLimited`` or ``serverInternal`` problem, or an HTTP 429, 500,
+    502, 503 or 504 answer.
+
+    The server's ``Retry-After`` wins; without one the n-th retry (from 0)
+    waits ``first_delay * factor ** n`` seconds (at most ``max_delay``),
+    spread by ``jitter`` (a fraction) so that many clients do not retry in
+    step.  A ``Retry-After`` longer than ``max_retry_after`` is not waited
+    for: the error is raised at once, carrying it.  After ``max_retries``
+    retries the last error is raised; its ``retry_after`` says when a retry
+    makes sense.
+
+    :ivar max_retries: Retries of one request; 0 disables retrying.
+    :ivar first_delay: Seconds before the first retry.
+    :ivar factor: Growth of each later delay.
+    :ivar max_delay: The ceiling of a computed delay.
+    :ivar max_retry_after: The longest ``Retry-After`` waited for.
+    :ivar jitter: The fraction by which a computed delay varies.
+    :ivar random: The source of the jitter.
+    """
+
+    max_retries: int = field(default=3, validator=validators.ge(0))
+    first_delay: float = field(default=1.0, validator=validators.ge(0))
+    factor: float = field(default=2.0, validator=validators.ge(1))
+    max_delay: float = field(default=30.0, validator=validators.ge(0))
+    max_retry_after: float = field(default=60.0, validator=validators.ge(0))
+    jitter: float = field(default=0.25, validator=[validators.ge(0), validators.le(1)])
+    random: Random = field(factory=Random, eq=False, repr=False)
+
+    def is_transient(self, error: ServerError) -> bool:
+        """Whether ``error`` is worth retrying."""
+        return error.code in _TRANSIENT_CODES or (
+            error.code is None and error.status in _TRANSIENT_STATUSES
+        )
+
+    def backoff(self, retries: int) -> float:
+        """The delay before retry number ``retries + 1``, with jitter."""
+        base = min(self.max_delay, self.first_delay * self.factor**retries)
+        spread = base * self.jitter
+        return max(0.0, base + self.random.uniform(-spread, spread))
+
+
+_TRANSIENT_CODES = frozenset({"rateLimited", "serverInternal"})
+_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def _header(response: _Response, name: bytes) -> str | None:
@@ -91,6 +152,9 @@ class JWSClient:
         fails with :class:`~txacme.errors.NetworkError`.
     :param max_nonce_retries: How many times one request is retried after a
         ``badNonce`` answer before the error is raised.
+    :param retry_policy: When to retry after ``rateLimited``,
+        ``serverInternal`` and 5xx answers (default :class:`RetryPolicy()
+        <RetryPolicy>`).
 
     :ivar kid: The account URL used as ``kid``, or ``None``.
     :ivar new_nonce_url: The directory's ``newNonce`` URL (set by
@@ -107,6 +171,7 @@ class JWSClient:
         reactor: IReactorTime | None = None,
         timeout: float = 60.0,
         max_nonce_retries: int = 20,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._treq = treq_client
         self._key = key
@@ -115,6 +180,7 @@ class JWSClient:
         self.reactor = reactor
         self.timeout = timeout
         self.max_nonce_retries = max_nonce_retries
+        self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy()
         self.kid: str | None = None
         self.new_nonce_url: str | None = None
         self._nonces: list[bytes] = []
@@ -219,14 +285,15 @@ class JWSClient:
                 f"Expected content type {content_type!r}, got {received!r}", response
             )
 
-    def _pool_nonce(self, response: _Response) -> bytes | None:
+    def _pool_nonce(self, response: _Response) -> None:
         """Take the ``Replay-Nonce`` of a response into the pool."""
-        nonce = _response_nonce(response)
+        self._keep_nonce(_response_nonce(response))
+
+    def _keep_nonce(self, nonce: bytes | None) -> None:
         if nonce is not None:
             self._nonces.append(nonce)
             if len(self._nonces) > self.MAX_POOLED_NONCES:
                 del self._nonces[0]
-        return nonce
 
     async def _get_nonce(self) -> bytes:
         """
@@ -269,6 +336,8 @@ class JWSClient:
             (newAccount, revocation by certificate key, RFC 8555 §6.2).
         :param key: Sign with this key instead of the account key (then
             ``jwk`` is used).
+        :param alg: The algorithm for ``key``.
+        :param accept: An ``Accept`` header to send.
         :returns: The response and its body.
         """
         signing_key = key or self._key
@@ -279,35 +348,100 @@ class JWSClient:
         headers = {b"content-type": JOSE_JSON.encode("ascii")}
         if accept is not None:
             headers[b"accept"] = accept.encode("ascii")
-        nonce = await self._get_nonce()
-        for attempt in range(self.max_nonce_retries + 1):
+
+        def sign(nonce: bytes | None) -> bytes:
             signed = acme_jws.JWS.sign(
                 payload, key=signing_key, alg=signing_alg, nonce=nonce, url=url, kid=kid
             )
+            serialized: str = signed.json_dumps()
+            return serialized.encode("utf-8")
+
+        return await self._exchange("POST", url, content_type, headers, sign)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        content_type: str | None,
+        headers: Mapping[bytes, bytes] | None = None,
+        sign: Callable[[bytes | None], bytes] | None = None,
+    ) -> tuple[_Response, bytes]:
+        """
+        One checked request, retried after ``badNonce`` (signed requests
+        only, at once, with the nonce from the error) and after transient
+        errors (after a delay from :attr:`retry_policy`).
+
+        :param sign: For a signed request, builds the body from a nonce.
+        """
+        nonce = await self._get_nonce() if sign is not None else None
+        bad_nonces = 0
+        transient = 0
+        while True:
+            data = sign(nonce) if sign is not None else None
             response, body = await self._request(
-                "POST", url, headers=headers, data=signed.json_dumps().encode("utf-8")
+                method, url, headers=headers, data=data
             )
+            fresh = _response_nonce(response)
             try:
                 self._check_response(response, body, content_type)
             except ServerError as error:
-                fresh = _response_nonce(response)
-                if error.code == "badNonce" and attempt < self.max_nonce_retries:
+                if (
+                    sign is not None
+                    and error.code == "badNonce"
+                    and bad_nonces < self.max_nonce_retries
+                ):
+                    bad_nonces += 1
                     _log.debug(
-                        "badNonce for {url}, retry {attempt}",
-                        url=url,
-                        attempt=attempt + 1,
+                        "badNonce for {url}, retry {count}", url=url, count=bad_nonces
                     )
                     nonce = fresh if fresh is not None else await self._get_nonce()
                     continue
-                if fresh is not None:
-                    self._pool_nonce(response)
-                raise
+                self._keep_nonce(fresh)
+                delay = self._transient_delay(error, transient)
+                if delay is None:
+                    raise
+                transient += 1
+                _log.info(
+                    "{method} {url}: {code} (HTTP {status}); retry {count} in {delay:.1f} s",
+                    method=method,
+                    url=url,
+                    code=error.code,
+                    status=error.status,
+                    count=transient,
+                    delay=delay,
+                )
+                assert self.reactor is not None
+                await deferLater(self.reactor, delay)
+                if sign is not None:
+                    nonce = await self._get_nonce()
+                continue
             except BaseException:
-                self._pool_nonce(response)
+                self._keep_nonce(fresh)
                 raise
-            self._pool_nonce(response)
+            self._keep_nonce(fresh)
             return response, body
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transient_delay(self, error: ServerError, retries: int) -> float | None:
+        """
+        The seconds to wait before retrying after ``error``, or ``None`` to
+        raise it.  Sets the error's ``retry_after`` to the policy's backoff
+        when the server gave none, so the caller learns when to try again.
+        """
+        policy = self.retry_policy
+        if not policy.is_transient(error):
+            return None
+        backoff = policy.backoff(retries)
+        if error.retry_after is None:
+            error.retry_after = backoff
+            error.retry_at = self._seconds() + backoff
+            delay = backoff
+        else:
+            delay = error.retry_after
+        if self.reactor is None or retries >= policy.max_retries:
+            return None
+        if delay > policy.max_retry_after:
+            return None
+        return delay
 
     async def _post_json(
         self,
@@ -359,9 +493,7 @@ class JWSClient:
         :raises MalformedResponse: For an unexpected content type.
         :raises NetworkError: When no answer came.
         """
-        response, body = await self._request("GET", url)
-        self._pool_nonce(response)
-        self._check_response(response, body, content_type)
+        response, _ = await self._exchange("GET", url, content_type)
         return response
 
     @deferred_async
@@ -429,29 +561,49 @@ def _response_nonce(response: _Response) -> bytes | None:
 def _server_error(
     response: _Response, body: bytes, received: str | None, now: Callable[[], float]
 ) -> ServerError:
-    """The ServerError for an error answer, with or without problem document."""
-    retry_after = parse_retry_after(_header(response, b"retry-after"), now)
+    """
+    The ServerError for an error answer, with or without problem document,
+    of the subclass its ACME error type calls for.
+    """
+    current = now()
+    retry_after = parse_retry_after(_header(response, b"retry-after"), lambda: current)
+    jobj: Any = None
     if received == JSON_ERROR_CONTENT_TYPE:
         try:
             jobj = json.loads(body)
-            problem = messages.Error.from_json(jobj)
-        except (ValueError, TypeError, DeserializationError) as error:
-            problem = _problem(
-                f"HTTP {response.code} with an undecodable problem document: {error}"
-            )
-        else:
             if not isinstance(jobj, dict):
-                problem = _problem(
-                    f"HTTP {response.code} with a problem document that is not "
-                    "an object"
-                )
+                raise TypeError("not a JSON object")
+            problem = messages.Error.from_json(jobj)
+        except (ValueError, TypeError, DeserializationError) as failure:
+            jobj = None
+            problem = _problem(
+                f"HTTP {response.code} with an undecodable problem document: {failure}"
+            )
     else:
         snippet = body[:200].decode("utf-8", "replace").strip()
         problem = _problem(
             f"HTTP {response.code} ({received or 'no content type'}): {snippet}",
             title=f"HTTP {response.code}",
         )
-    return ServerError(problem, response, retry_after)
+    error_class = _ERROR_CLASSES.get(problem.typ, ServerError)
+    error = error_class(problem, response, retry_after)
+    if retry_after is not None:
+        error.retry_at = current + retry_after
+    if isinstance(error, UserActionRequired):
+        links = response_links(response)
+        terms = links.get("terms-of-service", [])
+        error.terms_of_service = terms[0] if terms else None
+        instance = jobj.get("instance") if jobj is not None else None
+        error.instance = instance if isinstance(instance, str) else None
+    return error
+
+
+_ERROR_CLASSES: dict[str, type[ServerError]] = {
+    messages.ERROR_PREFIX + "rateLimited": RateLimited,
+    messages.ERROR_PREFIX + "userActionRequired": UserActionRequired,
+    messages.ERROR_PREFIX + "externalAccountRequired": ExternalAccountRequired,
+    messages.ERROR_PREFIX + "accountDoesNotExist": AccountDoesNotExist,
+}
 
 
 def _problem(detail: str, title: str | None = None) -> messages.Error:

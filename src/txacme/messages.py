@@ -8,9 +8,12 @@ Everything else (``NewRegistration``, ``RegistrationResource``,
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from random import Random
 from typing import Any
 
 from acme import messages
+from attrs import frozen
 from cryptography import x509
 from josepy.b64 import b64decode, b64encode
 from josepy.errors import DeserializationError
@@ -18,7 +21,7 @@ from josepy.json_util import JSONObjectWithFields, field
 
 from txacme.util import decode_csr, encode_csr
 
-__all__ = ["CertificateChainResource", "CertificateRequest"]
+__all__ = ["CertificateChainResource", "CertificateRequest", "RenewalWindow"]
 
 
 def _decode_csr_field(value: str) -> x509.CertificateSigningRequest:
@@ -80,3 +83,33 @@ class CertificateChainResource(messages.CertificateResource):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+
+
+@frozen
+class RenewalWindow:
+    """
+    ACME Renewal Information (RFC 9773) for one certificate, as
+    :meth:`txacme.client.Client.renewal_info` returns it.
+
+    :ivar start: The start of the suggested renewal window (aware UTC).
+    :ivar end: Its end.
+    :ivar retry_after: Seconds to wait before asking again (the server's
+        ``Retry-After``, else six hours).
+    :ivar explanation_url: A page explaining the window (for example after
+        a mass revocation), or ``None``.
+    """
+
+    start: datetime
+    end: datetime
+    retry_after: float
+    explanation_url: str | None = None
+
+    def random_time(self, random: Random) -> datetime:
+        """
+        A moment chosen uniformly at random inside the window, as RFC 9773
+        §4.2 asks clients to renew at, so that renewals spread out.
+
+        :param random: The source of randomness.
+        """
+        span = (self.end - self.start).total_seconds()
+        return self.start + timedelta(seconds=random.uniform(0, max(0.0, span)))
