@@ -77,6 +77,7 @@ __all__ = [
     "expect_raises",
     "http01_site_root",
     "pebble_unavailable_reason",
+    "require_pebble",
     "resolve_a",
     "resolve_aaaa",
     "verify_chain",
@@ -189,6 +190,23 @@ def pebble_unavailable_reason() -> str | None:
         f"{' and '.join(missing)} not found on PATH "
         "(Debian: apt-get install pebble; or run bash .ci/setup)"
     )
+
+
+def require_pebble() -> None:
+    """
+    Skip the calling test if Pebble cannot run here, or fail it when the
+    ``CI`` environment variable is set (a skipped Pebble test in CI is a
+    test that did not run).
+
+    :raises twisted.trial.unittest.SkipTest: Outside CI, without Pebble.
+    :raises twisted.trial.unittest.FailTest: In CI, without Pebble.
+    """
+    reason = pebble_unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        raise FailTest(f"CI is set and Pebble cannot run: {reason}")
+    raise SkipTest(reason)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -1051,11 +1069,7 @@ class PebbleTestCase(TypedAssertions, TestCase):
 
         # The global reactor: TCP, time, threads and the rest.
         self.reactor = reactor
-        reason = pebble_unavailable_reason()
-        if reason is not None:
-            if os.environ.get("CI"):
-                self.fail(f"CI is set and Pebble cannot run: {reason}")
-            raise SkipTest(reason)
+        require_pebble()
         owner = type(self)
         server = _class_servers.get(owner)
         if server is not None and not server.running:
