@@ -80,7 +80,9 @@ def _ca_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+        )
     )
     if subject != issuer:
         builder = builder.add_extension(
@@ -120,9 +122,13 @@ class CertificateAuthority:
         label = secrets.token_hex(3)
         root_key = ec.generate_private_key(ec.SECP256R1())
         root_name = _name(f"txacme memory root {label}")
-        root = _ca_certificate(root_name, root_key.public_key(), root_name, root_key, now)
+        root = _ca_certificate(
+            root_name, root_key.public_key(), root_name, root_key, now
+        )
         # The primary path, root first: (certificate, key).
-        path: list[tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = [(root, root_key)]
+        path: list[tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = [
+            (root, root_key)
+        ]
         for index in range(1, chain_length + 1):
             issuer, issuer_key = path[-1]
             key = ec.generate_private_key(ec.SECP256R1())
@@ -146,9 +152,15 @@ class CertificateAuthority:
             alternate_key = ec.generate_private_key(ec.SECP256R1())
             alternate_name = _name(f"txacme memory alternate root {index} {label}")
             alternate_root = _ca_certificate(
-                alternate_name, alternate_key.public_key(), alternate_name, alternate_key, now
+                alternate_name,
+                alternate_key.public_key(),
+                alternate_name,
+                alternate_key,
+                now,
             )
-            cross = _ca_certificate(top.subject, top_public_key, alternate_name, alternate_key, now)
+            cross = _ca_certificate(
+                top.subject, top_public_key, alternate_name, alternate_key, now
+            )
             certificates = (*below_root[:-1], cross) if chain_length else (cross,)
             chains.append(IssuerChain(certificates=certificates, root=alternate_root))
         self.chains: tuple[IssuerChain, ...] = tuple(chains)
@@ -189,9 +201,13 @@ class CertificateAuthority:
         :returns: The certificate.
         """
         subject = x509.Name(
-            [] if common_name is None else [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+            []
+            if common_name is None
+            else [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         )
-        issuer_ski = self._issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        issuer_ski = self._issuer.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        )
         return (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -206,7 +222,9 @@ class CertificateAuthority:
                 ),
                 critical=common_name is None,
             )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.BasicConstraints(ca=False, path_length=None), critical=True
+            )
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -224,9 +242,13 @@ class CertificateAuthority:
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski.value),
+                x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                    issuer_ski.value
+                ),
                 critical=False,
             )
             .sign(self._issuer_key, hashes.SHA256())

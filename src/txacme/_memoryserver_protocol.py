@@ -17,7 +17,6 @@ from typing import Any
 from acme import messages
 from attrs import frozen
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from josepy.b64 import b64decode
 from josepy.errors import DeserializationError
@@ -37,7 +36,11 @@ __all__ = [
     "thumbprint",
 ]
 
-SIGNATURE_ALGORITHMS: dict[str, JWASignature] = {"RS256": RS256, "ES256": ES256, "ES384": ES384}
+SIGNATURE_ALGORITHMS: dict[str, JWASignature] = {
+    "RS256": RS256,
+    "ES256": ES256,
+    "ES384": ES384,
+}
 """The JWS algorithms accepted on requests (RFC 8555 §6.2)."""
 
 _EC_CURVES_FOR_ALGORITHM = {"ES256": "secp256r1", "ES384": "secp384r1"}
@@ -134,7 +137,11 @@ def decode_b64url(value: object, what: str) -> bytes:
     :returns: The decoded bytes.
     :raises ProblemError: ``malformed``, for anything but unpadded base64url.
     """
-    if not isinstance(value, str) or _B64URL.fullmatch(value) is None or len(value) % 4 == 1:
+    if (
+        not isinstance(value, str)
+        or _B64URL.fullmatch(value) is None
+        or len(value) % 4 == 1
+    ):
         raise ProblemError("malformed", f"{what} is not unpadded base64url")
     return b64decode(value)
 
@@ -171,9 +178,11 @@ def load_jwk(value: object) -> JWK:
     if value.get("kty") not in ("RSA", "EC"):
         raise ProblemError("badPublicKey", "jwk must be an RSA or EC key")
     try:
-        return JWK.from_json(value)
+        key = JWK.from_json(value)
     except (DeserializationError, KeyError, ValueError, TypeError) as error:
         raise ProblemError("malformed", f"jwk is not a valid key: {error}") from error
+    assert isinstance(key, JWK)
+    return key
 
 
 def check_account_key(key: JWK) -> None:
@@ -183,12 +192,12 @@ def check_account_key(key: JWK) -> None:
     :raises ProblemError: ``badPublicKey`` for RSA keys under 2048 bits or
         over 4096, and for EC curves other than P-256 and P-384.
     """
-    public_key = key.key
-    if isinstance(public_key, rsa.RSAPublicKey):
-        if not 2048 <= public_key.key_size <= 4096:
+    # josepy wraps keys in a proxy: look at the JWK type, then the key.
+    if isinstance(key, JWKRSA):
+        if not 2048 <= key.key.key_size <= 4096:
             raise ProblemError("badPublicKey", "RSA keys must have 2048 to 4096 bits")
-    elif isinstance(public_key, ec.EllipticCurvePublicKey):
-        if public_key.curve.name not in ("secp256r1", "secp384r1"):
+    elif isinstance(key, JWKEC):
+        if key.key.curve.name not in ("secp256r1", "secp384r1"):
             raise ProblemError("badPublicKey", "EC keys must use P-256 or P-384")
     else:
         raise ProblemError("badPublicKey", "only RSA and EC keys are accepted")
@@ -247,7 +256,9 @@ def parse_jws(body: bytes | dict[str, Any], what: str = "JWS") -> ParsedJWS:
     """
     envelope = _json_object(body, what) if isinstance(body, bytes) else body
     if "signatures" in envelope:
-        raise ProblemError("malformed", f"{what} must use the flattened JSON serialization")
+        raise ProblemError(
+            "malformed", f"{what} must use the flattened JSON serialization"
+        )
     if "header" in envelope:
         raise ProblemError("malformed", f"{what} must not have an unprotected header")
     for member in ("protected", "payload", "signature"):
@@ -256,7 +267,8 @@ def parse_jws(body: bytes | dict[str, Any], what: str = "JWS") -> ParsedJWS:
     protected_b64: str = envelope["protected"]
     payload_b64: str = envelope["payload"]
     protected = _json_object(
-        decode_b64url(protected_b64, f"{what} protected header"), f"{what} protected header"
+        decode_b64url(protected_b64, f"{what} protected header"),
+        f"{what} protected header",
     )
     return ParsedJWS(
         protected=protected,
@@ -276,10 +288,12 @@ def signature_algorithm(jws: ParsedJWS, key: JWK) -> JWASignature:
         the ``algorithms`` member RFC 8555 §6.2 asks for).
     """
     name = jws.protected.get("alg")
-    algorithm = SIGNATURE_ALGORITHMS.get(name) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        name = repr(name)
+    algorithm = SIGNATURE_ALGORITHMS.get(name)
     problem = ProblemError(
         "badSignatureAlgorithm",
-        f"unsupported JWS algorithm {name!r}",
+        f"unsupported JWS algorithm {name} for this key",
         extra={"algorithms": sorted(SIGNATURE_ALGORITHMS)},
     )
     if algorithm is None:
@@ -307,7 +321,9 @@ def _is_dns_name(value: str) -> bool:
     return all(_DNS_LABEL.fullmatch(label) for label in labels)
 
 
-def parse_identifier(value: object, *, allow_wildcard: bool = True) -> messages.Identifier:
+def parse_identifier(
+    value: object, *, allow_wildcard: bool = True
+) -> messages.Identifier:
     """
     Check one identifier of a newOrder or newAuthz request.
 
@@ -332,19 +348,25 @@ def parse_identifier(value: object, *, allow_wildcard: bool = True) -> messages.
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
-            raise ProblemError("rejectedIdentifier", f"{text!r} is not an IP address") from None
+            raise ProblemError(
+                "rejectedIdentifier", f"{text!r} is not an IP address"
+            ) from None
         if str(address) != text:
             raise ProblemError(
                 "malformed", f"IP address {text!r} is not in canonical form ({address})"
             )
         return messages.Identifier(typ=messages.IDENTIFIER_IP, value=text)
     if kind != "dns":
-        raise ProblemError("unsupportedIdentifier", f"identifier type {kind!r} is not supported")
+        raise ProblemError(
+            "unsupportedIdentifier", f"identifier type {kind!r} is not supported"
+        )
     name = text.lower()
     wildcard = name.startswith("*.")
     base = name[2:] if wildcard else name
     if wildcard and not allow_wildcard:
-        raise ProblemError("rejectedIdentifier", "wildcard names cannot be pre-authorized")
+        raise ProblemError(
+            "rejectedIdentifier", "wildcard names cannot be pre-authorized"
+        )
     if not _is_dns_name(base):
         raise ProblemError("rejectedIdentifier", f"{text!r} is not a valid DNS name")
     return messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
@@ -361,7 +383,9 @@ def parse_identifiers(value: object) -> list[messages.Identifier]:
     if not isinstance(value, list) or not value:
         raise ProblemError("malformed", "identifiers must be a non-empty list")
     if len(value) > _MAX_IDENTIFIERS:
-        raise ProblemError("malformed", f"at most {_MAX_IDENTIFIERS} identifiers per order")
+        raise ProblemError(
+            "malformed", f"at most {_MAX_IDENTIFIERS} identifiers per order"
+        )
     identifiers: list[messages.Identifier] = []
     for item in value:
         identifier = parse_identifier(item)
@@ -392,7 +416,9 @@ def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[tuple[str, str]]
         elif isinstance(general_name, x509.IPAddress):
             found.add(("ip", str(general_name.value)))
         else:
-            raise ProblemError("badCSR", f"unsupported subjectAltName entry {general_name}")
+            raise ProblemError(
+                "badCSR", f"unsupported subjectAltName entry {general_name}"
+            )
     for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attribute.value
         text = value if isinstance(value, str) else value.decode("utf-8", "replace")

@@ -206,7 +206,9 @@ def renewal_info_id(certificate: x509.Certificate) -> str:
         authority key identifier extension.
     """
     try:
-        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        aki = certificate.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier
+        )
     except x509.ExtensionNotFound:
         raise ValueError("certificate has no authority key identifier") from None
     key_identifier = aki.value.key_identifier
