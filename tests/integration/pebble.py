@@ -33,15 +33,17 @@ import atexit
 import ipaddress
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -54,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import Protocol as ConnectionProtocol
 from twisted.internet.ssl import Certificate
@@ -209,29 +211,64 @@ def require_pebble() -> None:
     raise SkipTest(reason)
 
 
+# Ports are picked below the kernel's ephemeral range when it allows: there
+# no outgoing connection takes one of them as its local port between the
+# harness choosing it and a server (Pebble, or a test's responder started
+# later) binding it.
+_PORT_FLOOR = 10000
+_PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(_PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bind_both(port: int, held: list[socket.socket]) -> int | None:
+    """
+    Bind ``port`` (0: any) on the loopback address for TCP and UDP alike
+    (the DNS server takes both), keeping the sockets in ``held``.
+
+    :returns: The port, or ``None`` if it is taken.
+    """
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.append(tcp)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.append(udp)
+    try:
+        tcp.bind((LOOPBACK, port))
+        bound: int = tcp.getsockname()[1]
+        udp.bind((LOOPBACK, bound))
+    except OSError:
+        return None
+    return bound
+
+
 def _free_ports(count: int) -> list[int]:
     """
-    Ask the kernel for ``count`` distinct free loopback ports, each free for
-    TCP and UDP alike (the DNS server takes both).
+    Find ``count`` distinct loopback ports that are free for TCP and UDP.
     """
+    ceiling = _ephemeral_range_start()
+    chooser = random.Random()
     held: list[socket.socket] = []
     ports: list[int] = []
     try:
-        while len(ports) < count:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(tcp)
-            tcp.bind((LOOPBACK, 0))
-            port: int = tcp.getsockname()[1]
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(udp)
-            try:
-                udp.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            ports.append(port)
+        for _ in range(count * 100):
+            if len(ports) == count:
+                break
+            if ceiling > _PORT_FLOOR + 1000:
+                port = _bind_both(chooser.randrange(_PORT_FLOOR, ceiling), held)
+            else:
+                port = _bind_both(0, held)
+            if port is not None and port not in ports:
+                ports.append(port)
     finally:
         for sock in held:
             sock.close()
+    if len(ports) < count:
+        raise PebbleStartError(f"found only {len(ports)} free loopback ports")
     return ports
 
 
@@ -1081,6 +1118,25 @@ class PebbleTestCase(TypedAssertions, TestCase):
             _stop_class_servers()
             server = _class_servers[owner] = PebbleServer.start(self.pebble_options)
         self.pebble = server
+
+    def run_with_logs(self, body: Coroutine[Any, Any, None]) -> Deferred[None]:
+        """
+        Run an async test body; if it fails, fail the test with the body's
+        traceback followed by the end of Pebble's logs.
+
+        :returns: What the test method returns.
+        """
+
+        async def run() -> None:
+            try:
+                await body
+            except (CancelledError, SkipTest):
+                raise
+            except Exception as error:
+                report = "".join(traceback.format_exception(error))
+                raise FailTest(f"{report}\n{self.pebble.logs()}") from error
+
+        return Deferred.fromCoroutine(run())
 
     def http_client(self) -> HTTPClient:
         """

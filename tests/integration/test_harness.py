@@ -9,11 +9,12 @@ import unittest as pyunit
 from typing import Any
 
 import treq
+from attrs import astuple
 from cryptography import x509
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import FailTest, SynchronousTestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.static import Data
@@ -25,6 +26,8 @@ from tests.integration.pebble import (
     PebbleTestCase,
     ServedSite,
     TypedAssertions,
+    _ephemeral_range_start,
+    _free_ports,
     expect_failure,
     expect_raises,
     resolve_a,
@@ -197,6 +200,36 @@ class HarnessTests(PebbleTestCase):
         self.assertFalse(other.workdir.exists())
         self.assertFalse(other.running)
         other.stop()
+
+    def test_failure_has_logs(self) -> Deferred[None]:
+        """
+        ``run_with_logs`` turns a failing test body into a test failure with
+        the body's traceback and Pebble's logs.
+        """
+
+        async def failing() -> None:
+            raise ValueError("the original problem")
+
+        async def test() -> None:
+            failure = await expect_failure(FailTest, self.run_with_logs(failing()))
+            message = str(failure)
+            self.assertIn("ValueError: the original problem", message)
+            self.assertIn("in failing", message)
+            self.assertIn("Starting Pebble ACME server", message)
+
+        return Deferred.fromCoroutine(test())
+
+    def test_free_ports(self) -> None:
+        """
+        The harness's ports are distinct and, where the kernel says which
+        ports are ephemeral, below that range.
+        """
+        ports = _free_ports(20)
+        self.assertEqual(len(set(ports)), 20)
+        ceiling = _ephemeral_range_start()
+        if ceiling > 11000:
+            used = [*ports, *astuple(self.pebble.ports)]
+            self.assertTrue(all(port < ceiling for port in used), str(used))
 
     def test_start_failure_has_logs(self) -> None:
         """

@@ -119,7 +119,11 @@ class _SeedFlow(PebbleTestCase):
     def run_issue(
         self, names: Sequence[str], account_key_type: str, certificate_key_type: str
     ) -> Deferred[None]:
-        return Deferred.fromCoroutine(
+        """
+        :meth:`issue` as a test method's result, with Pebble's logs in the
+        failure message if it fails.
+        """
+        return self.run_with_logs(
             self.issue(names, account_key_type, certificate_key_type)
         )
 
