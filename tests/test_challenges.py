@@ -4,40 +4,52 @@ Tests for :mod:`txacme.challenges`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from acme import challenges
 from josepy.jwk import JWKEC
 from treq.testing import StubTreq
-from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
+from tests.support import TestCase
 from txacme.challenges import HTTP01Responder
 from txacme.interfaces import IResponder
 from txacme.util import generate_private_key
 
+# Unannotated in Twisted and treq: called through Any.
+_Resource: Any = Resource
+_StubTreq: Any = StubTreq
+
 _ACCOUNT_KEY = JWKEC(key=generate_private_key("p256"))
 
 
-def _challenge(token: bytes) -> tuple[challenges.HTTP01, challenges.KeyAuthorizationChallengeResponse]:
+def _challenge(
+    token: bytes,
+) -> tuple[challenges.HTTP01, challenges.KeyAuthorizationChallengeResponse]:
     challenge = challenges.HTTP01(token=token)
     return challenge, challenge.response(_ACCOUNT_KEY)
 
 
-class HTTP01ResponderTests(SynchronousTestCase):
+class HTTP01ResponderTests(TestCase):
     """Tests for :class:`HTTP01Responder`."""
 
     def setUp(self) -> None:
         self.responder = HTTP01Responder()
-        root = Resource()
-        well_known = Resource()
+        root: Any = _Resource()
+        well_known: Any = _Resource()
         root.putChild(b".well-known", well_known)
         well_known.putChild(b"acme-challenge", self.responder.resource)
-        self.http = StubTreq(root)
+        self.http: Any = _StubTreq(root)
 
     def get(self, path: str) -> tuple[int, bytes, list[bytes]]:
         response = self.successResultOf(self.http.get("http://a.example" + path))
         body = self.successResultOf(response.content())
-        return response.code, body, response.headers.getRawHeaders(b"content-type") or []
+        return (
+            response.code,
+            body,
+            response.headers.getRawHeaders(b"content-type") or [],
+        )
 
     def test_interface(self) -> None:
         """It provides IResponder for ``http-01``."""
@@ -65,8 +77,12 @@ class HTTP01ResponderTests(SynchronousTestCase):
         challenge, response = _challenge(b"x" * 32)
         self.responder.start_responding("a.example", challenge, response)
         other, _ = _challenge(b"y" * 32)
-        for path in (other.path, "/.well-known/acme-challenge/",
-                     "/.well-known/acme-challenge", challenge.path + "/more"):
+        for path in (
+            other.path,
+            "/.well-known/acme-challenge/",
+            "/.well-known/acme-challenge",
+            challenge.path + "/more",
+        ):
             self.assertEqual(self.get(path)[0], 404, path)
 
     def test_stop(self) -> None:
@@ -90,7 +106,7 @@ class HTTP01ResponderTests(SynchronousTestCase):
         An application's own resource may be passed in, as txacme 0.9
         allowed: the tokens become its children.
         """
-        mine = Resource()
+        mine: Any = _Resource()
         responder = HTTP01Responder(resource=mine)
         challenge, response = _challenge(b"z" * 32)
         responder.start_responding("a.example", challenge, response)

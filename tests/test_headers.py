@@ -4,13 +4,13 @@ Tests for :mod:`txacme._headers`: Link, Retry-After and media types.
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import TestCase
 from txacme._headers import media_type, parse_links, parse_retry_after
 
 _NOW = 1_700_000_000.0
@@ -25,7 +25,7 @@ _url_text = st.text(
 _rel = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
 
 
-class MediaTypeTests(SynchronousTestCase):
+class MediaTypeTests(TestCase):
     """Tests for :func:`media_type`."""
 
     def test_parameters_dropped(self) -> None:
@@ -33,8 +33,10 @@ class MediaTypeTests(SynchronousTestCase):
         self.assertEqual(
             media_type("Application/JSON; charset=utf-8"), "application/json"
         )
-        self.assertEqual(media_type(b"application/pem-certificate-chain"),
-                         "application/pem-certificate-chain")
+        self.assertEqual(
+            media_type(b"application/pem-certificate-chain"),
+            "application/pem-certificate-chain",
+        )
 
     def test_missing(self) -> None:
         """No header, or an empty one, gives ``None``."""
@@ -42,7 +44,7 @@ class MediaTypeTests(SynchronousTestCase):
         self.assertIsNone(media_type(" ; charset=utf-8"))
 
 
-class ParseLinksTests(SynchronousTestCase):
+class ParseLinksTests(TestCase):
     """Tests for :func:`parse_links` (RFC 8288)."""
 
     def test_several_values(self) -> None:
@@ -52,7 +54,8 @@ class ParseLinksTests(SynchronousTestCase):
         """
         links = parse_links(
             [
-                '<https://ca.test/a/1>;rel="up", <https://ca.test/alt/1>; rel=alternate',
+                '<https://ca.test/a/1>;rel="up", '
+                "<https://ca.test/alt/1>; rel=alternate",
                 b'<https://ca.test/alt/2>;rel="alternate"',
             ]
         )
@@ -67,15 +70,18 @@ class ParseLinksTests(SynchronousTestCase):
         relation types files the link under each.
         """
         links = parse_links(['</dir>;rel="index start"'], base="https://ca.test/x/y")
-        self.assertEqual(links, {"index": ["https://ca.test/dir"],
-                                 "start": ["https://ca.test/dir"]})
+        self.assertEqual(
+            links, {"index": ["https://ca.test/dir"], "start": ["https://ca.test/dir"]}
+        )
 
     def test_quoted_separators(self) -> None:
         """
         Commas and semicolons inside quoted parameters do not split the
         link.
         """
-        links = parse_links(['<https://ca.test/t>;title="a, b; c";rel="terms-of-service"'])
+        links = parse_links(
+            ['<https://ca.test/t>;title="a, b; c";rel="terms-of-service"']
+        )
         self.assertEqual(links, {"terms-of-service": ["https://ca.test/t"]})
 
     def test_garbage_skipped(self) -> None:
@@ -85,7 +91,9 @@ class ParseLinksTests(SynchronousTestCase):
     @given(st.lists(st.tuples(_url_text, _rel), min_size=1, max_size=5))
     def test_round_trip(self, pairs: list[tuple[str, str]]) -> None:
         """Any list of links formatted per RFC 8288 parses back to itself."""
-        header = ", ".join(f'<https://ca.test/{url}>; rel="{rel}"' for url, rel in pairs)
+        header = ", ".join(
+            f'<https://ca.test/{url}>; rel="{rel}"' for url, rel in pairs
+        )
         expected: dict[str, list[str]] = {}
         for url, rel in pairs:
             expected.setdefault(rel, []).append(f"https://ca.test/{url}")
@@ -97,7 +105,7 @@ class ParseLinksTests(SynchronousTestCase):
         parse_links([value])
 
 
-class ParseRetryAfterTests(SynchronousTestCase):
+class ParseRetryAfterTests(TestCase):
     """Tests for :func:`parse_retry_after` (RFC 9110 §10.2.3)."""
 
     @given(st.integers(min_value=0, max_value=10**9))
@@ -105,7 +113,7 @@ class ParseRetryAfterTests(SynchronousTestCase):
         """The delta-seconds form is taken as it is."""
         self.assertEqual(parse_retry_after(str(seconds), lambda: _NOW), seconds)
 
-    @given(st.integers(min_value=-10**6, max_value=10**8))
+    @given(st.integers(min_value=-(10**6), max_value=10**8))
     def test_http_date(self, offset: int) -> None:
         """
         The HTTP-date form gives the seconds from now until then, and 0 for a

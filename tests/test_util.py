@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.python.url import URL
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import TestCase
 from txacme.util import (
     check_directory_url_type,
     clock_now,
@@ -31,7 +31,7 @@ from txacme.util import (
 _EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-class GeneratePrivateKeyTests(SynchronousTestCase):
+class GeneratePrivateKeyTests(TestCase):
     """Tests for :func:`generate_private_key`."""
 
     def test_rsa(self) -> None:
@@ -55,7 +55,7 @@ class GeneratePrivateKeyTests(SynchronousTestCase):
         self.assertIn("p256", str(error))
 
 
-class CSRTests(SynchronousTestCase):
+class CSRTests(TestCase):
     """Tests for :func:`csr_for_names` and its encoding."""
 
     def test_names_in_san(self) -> None:
@@ -63,9 +63,13 @@ class CSRTests(SynchronousTestCase):
         Every name lands in the SAN, IP addresses as IP entries, and the
         first name is the common name.
         """
-        csr = csr_for_names(["a.example", "*.b.example", "192.0.2.1", "2001:db8::1"], _EC_KEY)
+        csr = csr_for_names(
+            ["a.example", "*.b.example", "192.0.2.1", "2001:db8::1"], _EC_KEY
+        )
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        self.assertEqual(san.get_values_for_type(x509.DNSName), ["a.example", "*.b.example"])
+        self.assertEqual(
+            san.get_values_for_type(x509.DNSName), ["a.example", "*.b.example"]
+        )
         self.assertEqual(
             san.get_values_for_type(x509.IPAddress),
             [ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8::1")],
@@ -92,22 +96,34 @@ class CSRTests(SynchronousTestCase):
         """
         csr = (
             x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Only.CN")]))
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Only.CN")])
+            )
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("A.example"), x509.DNSName("a.example"),
-                     x509.IPAddress(ipaddress.ip_address("::1"))]
+                    [
+                        x509.DNSName("A.example"),
+                        x509.DNSName("a.example"),
+                        x509.IPAddress(ipaddress.ip_address("::1")),
+                    ]
                 ),
                 critical=False,
             )
             .sign(_EC_KEY, hashes.SHA256())
         )
         self.assertEqual(
-            identifiers_from_csr(csr), [("dns", "a.example"), ("ip", "::1"), ("dns", "only.cn")]
+            identifiers_from_csr(csr),
+            [("dns", "a.example"), ("ip", "::1"), ("dns", "only.cn")],
         )
 
-    @given(st.lists(st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){1,3}", fullmatch=True),
-                    min_size=1, max_size=4, unique=True))
+    @given(
+        st.lists(
+            st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){1,3}", fullmatch=True),
+            min_size=1,
+            max_size=4,
+            unique=True,
+        )
+    )
     def test_encode_round_trip(self, names: list[str]) -> None:
         """A CSR survives :func:`encode_csr` then :func:`decode_csr`."""
         csr = csr_for_names(names, _EC_KEY)
@@ -121,7 +137,7 @@ class CSRTests(SynchronousTestCase):
         self.assertRaises(ValueError, decode_csr, "AAAA")
 
 
-class SmallHelperTests(SynchronousTestCase):
+class SmallHelperTests(TestCase):
     """Tests for the small helpers kept from txacme 0.9."""
 
     def test_clock_now(self) -> None:

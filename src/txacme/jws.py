@@ -12,7 +12,7 @@ import json
 import time
 from random import Random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from acme import jws as acme_jws
 from acme import messages
@@ -65,6 +65,9 @@ PEM_CHAIN_TYPE = "application/pem-certificate-chain"
 
 DEFAULT_USER_AGENT = f"txacme/{__version__}"
 """The ``User-Agent`` sent by default (RFC 8555 §6.1 asks for one)."""
+
+if TYPE_CHECKING:
+    from treq.testing import StubTreq
 
 _log = Logger()
 
@@ -163,7 +166,7 @@ class JWSClient:
 
     def __init__(
         self,
-        treq_client: TreqClient,
+        treq_client: TreqClient | StubTreq,
         key: JWK,
         alg: JWASignature,
         user_agent: str = DEFAULT_USER_AGENT,
@@ -173,7 +176,8 @@ class JWSClient:
         max_nonce_retries: int = 20,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
-        self._treq = treq_client
+        # StubTreq makes its methods at run time, unseen by type checkers.
+        self._treq = cast(TreqClient, treq_client)
         self._key = key
         self._alg = alg
         self._user_agent = user_agent.encode("ascii")

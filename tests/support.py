@@ -1,0 +1,206 @@
+"""
+Shared test support: typed trial assertions and an in-memory ACME set-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from acme import messages
+from josepy.jwa import ES256, JWASignature
+from josepy.jwk import JWK, JWKEC
+from treq.testing import StringStubbingResource, StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial._synctest import _Assertions
+from twisted.trial.unittest import SynchronousTestCase
+
+from txacme.client import Client, JWSClient, PollingPolicy
+from txacme.testing import MemoryAcmeServer
+from txacme.util import generate_private_key
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
+
+# Trial's unannotated assertions, called through Any.
+_TRIAL: Any = _Assertions
+_SYNC: Any = SynchronousTestCase
+
+#: A realistic time for the fake clocks (2026-11-01T00:00:00Z).
+NOW = 1_793_491_200.0
+
+#: Account keys made once: key generation is slow.
+EC_KEY = JWKEC(key=generate_private_key("p256"))
+OTHER_EC_KEY = JWKEC(key=generate_private_key("p256"))
+
+
+class TypedAssertions:
+    """
+    Annotated front-ends to trial's assertions, which are unannotated (and
+    so refused by ``mypy --strict``).  Mixed in before the trial base class.
+    """
+
+    def assertFalse(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertFalse(self, *args, **kwargs)
+
+    def assertTrue(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertTrue(self, *args, **kwargs)
+
+    def assertRaises(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertRaises(self, *args, **kwargs)
+
+    def assertEqual(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertEqual(self, *args, **kwargs)
+
+    def assertIs(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertIs(self, *args, **kwargs)
+
+    def assertIsNot(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertIsNot(self, *args, **kwargs)
+
+    def assertNotEqual(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertNotEqual(self, *args, **kwargs)
+
+    def assertIn(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertIn(self, *args, **kwargs)
+
+    def assertNotIn(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertNotIn(self, *args, **kwargs)
+
+    def assertAlmostEqual(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertAlmostEqual(self, *args, **kwargs)
+
+    def assertApproximates(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertApproximates(self, *args, **kwargs)
+
+    def assertSubstring(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertSubstring(self, *args, **kwargs)
+
+    def assertNotSubstring(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertNotSubstring(self, *args, **kwargs)
+
+    def assertIsInstance(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertIsInstance(self, *args, **kwargs)
+
+    def assertNotIsInstance(self, *args: Any, **kwargs: Any) -> Any:
+        return _TRIAL.assertNotIsInstance(self, *args, **kwargs)
+
+    def failureResultOf(
+        self, deferred: Deferred[Any], *expected: type[BaseException]
+    ) -> Failure:
+        failure: Failure = _TRIAL.failureResultOf(self, deferred, *expected)
+        return failure
+
+    def errorOf(self, deferred: Deferred[Any], expected: type[_E]) -> _E:
+        """
+        The exception ``deferred`` failed with, which must be an
+        ``expected``: ``failureResultOf`` with a typed result.
+        """
+        failure = self.failureResultOf(deferred, expected)
+        error = failure.value
+        assert isinstance(error, expected)
+        return error
+
+    def assertNoResult(self, deferred: Deferred[Any]) -> None:
+        _TRIAL.assertNoResult(self, deferred)
+
+    def flushLoggedErrors(self, *error_types: type[BaseException]) -> list[Failure]:
+        flushed: list[Failure] = _SYNC.flushLoggedErrors(self, *error_types)
+        return flushed
+
+
+class TestCase(TypedAssertions, SynchronousTestCase):
+    """A ``SynchronousTestCase`` with typed assertions and a clock helper."""
+
+    def settle(
+        self,
+        deferred: Deferred[_T],
+        clock: Clock,
+        step: float = 1.0,
+        limit: float = 3600.0,
+    ) -> Deferred[_T]:
+        """
+        Advance ``clock`` by ``step`` until ``deferred`` has a result (or
+        ``limit`` seconds passed); return it for ``successResultOf`` and
+        friends.
+        """
+        fired: list[bool] = []
+
+        def note(result: object) -> object:
+            fired.append(True)
+            return result
+
+        deferred.addBoth(note)
+        waited = 0.0
+        while not fired and waited < limit:
+            clock.advance(step)
+            waited += step
+        return deferred
+
+
+class AcmeTestCase(TestCase):
+    """
+    A test case with a clock at :data:`NOW` and a :class:`MemoryAcmeServer`
+    on it; :meth:`make_client` builds a :class:`Client` talking to it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.server = self.make_server()
+
+    def make_server(self, **arguments: Any) -> MemoryAcmeServer:
+        return MemoryAcmeServer(clock=self.clock, **arguments)
+
+    def make_jws_client(
+        self,
+        server: MemoryAcmeServer | None = None,
+        key: JWK = EC_KEY,
+        alg: JWASignature = ES256,
+        **arguments: Any,
+    ) -> JWSClient:
+        server = server if server is not None else self.server
+        return JWSClient(
+            server.treq_client(), key, alg, reactor=self.clock, **arguments
+        )
+
+    def make_client(
+        self,
+        server: MemoryAcmeServer | None = None,
+        key: JWK = EC_KEY,
+        alg: JWASignature = ES256,
+        policy: PollingPolicy | None = None,
+        **arguments: Any,
+    ) -> Client:
+        server = server if server is not None else self.server
+        jws = self.make_jws_client(server, key, alg, **arguments)
+        return self.successResultOf(
+            Client.from_url(
+                self.clock, server.directory_url, key, alg, jws, policy=policy
+            )
+        )
+
+    def registered_client(self, **arguments: Any) -> Client:
+        client = self.make_client(**arguments)
+        self.successResultOf(
+            client.register(
+                messages.NewRegistration.from_data(terms_of_service_agreed=True)
+            )
+        )
+        return client
+
+
+def stub_treq(
+    respond: Callable[
+        [bytes, str, Any, Any, bytes], tuple[int, dict[bytes, bytes], bytes]
+    ],
+) -> Any:
+    """
+    A ``StubTreq`` answering every request with ``respond(method, url,
+    params, headers, body)`` -> ``(code, headers, body)``.
+    """
+    resource: Any = StringStubbingResource(respond)  # type: ignore[no-untyped-call]
+    stub: Any = StubTreq(resource)  # type: ignore[no-untyped-call]
+    return stub
