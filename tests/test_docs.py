@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import unittest
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,10 +28,10 @@ from docs.examples import get_certificate, memory_server
 from josepy.jwa import ES256
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
 import txacme
 import txacme.errors
+from tests.support import TestCase
 from txacme.challenges import HTTP01Responder
 from txacme.client import Client, JWSClient
 from txacme.testing import MemoryAcmeServer
@@ -49,20 +48,8 @@ TIMEOUT = 120
 _T = TypeVar("_T")
 
 
-class TypedTestCase(SynchronousTestCase):
-    """
-    Annotated versions of the trial assertions used here (Twisted's are
-    unannotated, which ``mypy --strict`` refuses to call).
-    """
-
-    def assertEqual(self, first: object, second: object, msg: object = None) -> None:
-        unittest.TestCase.assertEqual(self, first, second, msg)
-
-    def assertTrue(self, condition: object, msg: object = None) -> None:
-        unittest.TestCase.assertTrue(self, condition, msg)
-
-    def assertIn(self, member: object, container: Any, msg: object = None) -> None:
-        unittest.TestCase.assertIn(self, member, container, msg)
+class DocsTestCase(TestCase):
+    """A test case that can make temporary directories."""
 
     def temporary_directory(self) -> Path:
         """A new directory, removed after the test."""
@@ -112,7 +99,7 @@ def run_example(name: str, *arguments: str) -> str:
     return completed.stdout
 
 
-class ExampleScriptTests(TypedTestCase):
+class ExampleScriptTests(DocsTestCase):
     """
     Every example runs as a script and prints what the documentation shows.
     """
@@ -212,7 +199,7 @@ class ExampleScriptTests(TypedTestCase):
         self.assertIn("--directory", output)
 
 
-class QuickstartTests(TypedTestCase):
+class QuickstartTests(DocsTestCase):
     """
     The quickstart's functions, from ``get_certificate.py``, work against
     the in-memory server as they would against a CA.
@@ -232,8 +219,7 @@ class QuickstartTests(TypedTestCase):
 
     def client(self) -> Client:
         key = get_certificate.load_account_key(self.directory / "account.pem")
-        http_client: Any = self.server.treq_client()
-        jws_client = JWSClient(http_client, key=key, alg=ES256)
+        jws_client = JWSClient(self.server.treq_client(), key=key, alg=ES256)
         return run(
             self.clock,
             Client.from_url(
@@ -301,7 +287,7 @@ class QuickstartTests(TypedTestCase):
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
 
 
-class ReferenceTests(TypedTestCase):
+class ReferenceTests(DocsTestCase):
     """
     The API reference and the migration guide cover what txacme exports.
     """

@@ -45,8 +45,7 @@ _T = TypeVar("_T")
 async def connect(clock: Clock, server: MemoryAcmeServer) -> Client:
     """A client for ``server``, with a new account key."""
     key = JWKEC(key=generate_private_key("p256"))
-    http_client: Any = server.treq_client()
-    jws_client = JWSClient(http_client, key=key, alg=ES256)
+    jws_client = JWSClient(server.treq_client(), key=key, alg=ES256)
     return await Client.from_url(
         clock, server.directory_url, key=key, alg=ES256, jws_client=jws_client
     )

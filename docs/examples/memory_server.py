@@ -98,9 +98,9 @@ async def issue(
     :returns: The certificate and its issuers.
     """
     account_key = JWKEC(key=generate_private_key("p256"))
-    # A treq.testing.StubTreq whose requests the server answers in memory.
-    http_client: Any = server.treq_client()
-    jws_client = JWSClient(http_client, key=account_key, alg=ES256)
+    # server.treq_client() is a treq.testing.StubTreq whose requests the
+    # server answers in memory.
+    jws_client = JWSClient(server.treq_client(), key=account_key, alg=ES256)
     client = await Client.from_url(
         clock, server.directory_url, key=account_key, alg=ES256, jws_client=jws_client
     )
