@@ -49,7 +49,6 @@ from txacme._deferred import deferred_async
 from txacme._headers import parse_retry_after
 from txacme._types import HTTPResponse as _Response
 from txacme.errors import (
-    AccountDoesNotExist,
     AuthorizationFailed,
     AuthorizationsNotValid,
     ChainTooLong,
@@ -890,8 +889,9 @@ class Client:
         :param alg: Its algorithm; by default RS256 for RSA, ES256/ES384 for
             ECDSA.
         :returns: A Deferred firing once the CA switched keys.
-        :raises ServerError: With code ``conflict`` if the new key already
-            belongs to an account.
+        :raises ServerError: With HTTP status 409 (Pebble and Boulder send
+            type ``malformed``) if the new key already belongs to an account;
+            the account keeps its old key.
         """
         new_jwk = _as_jwk(new_key)
         new_alg = alg if alg is not None else alg_for_key(new_jwk)

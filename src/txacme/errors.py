@@ -34,20 +34,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountDoesNotExist",
-    "ExternalAccountRequired",
-    "RateLimited",
-    "UserActionRequired",
     "AuthorizationFailed",
     "AuthorizationsNotValid",
     "ChainTooLong",
+    "ExternalAccountRequired",
     "MalformedResponse",
     "NetworkError",
     "NoSupportedChallenges",
     "NotOffered",
     "OrderFailed",
     "PollTimeout",
+    "RateLimited",
     "ServerError",
     "TermsOfServiceNotAgreed",
+    "UserActionRequired",
 ]
 
 

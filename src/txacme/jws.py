@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from random import Random
 from collections.abc import Callable, Mapping
+from random import Random
 from typing import TYPE_CHECKING, Any, cast
 
 from acme import jws as acme_jws
@@ -406,7 +406,8 @@ class JWSClient:
                     raise
                 transient += 1
                 _log.info(
-                    "{method} {url}: {code} (HTTP {status}); retry {count} in {delay:.1f} s",
+                    "{method} {url}: {code} (HTTP {status}); "
+                    "retry {count} in {delay:.1f} s",
                     method=method,
                     url=url,
                     code=error.code,
