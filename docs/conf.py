@@ -197,8 +197,9 @@ def _type_checking_imports(module: types.ModuleType) -> dict[str, object]:
     except (OSError, TypeError, SyntaxError):
         tree = ast.Module(body=[], type_ignores=[])
     for node in ast.walk(tree):
-        test = getattr(node, "test", None)
-        if not isinstance(node, ast.If) or "TYPE_CHECKING" not in ast.unparse(test):
+        if not isinstance(node, ast.If) or "TYPE_CHECKING" not in ast.unparse(
+            node.test
+        ):
             continue
         for statement in node.body:
             if isinstance(statement, ast.ImportFrom) and statement.module:

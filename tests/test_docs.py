@@ -159,6 +159,10 @@ class ExampleScriptTests(DocsTestCase):
             output, r"(?m)^AuthorizationsNotValid: never-authorized\.example\.com$"
         )
         self.assertRegex(output, r"(?m)^MalformedResponse: .*text/html")
+        # The migration guide shows this output verbatim.
+        migration = (DOCS / "migration.rst").read_text()
+        for line in output.splitlines():
+            self.assertIn(f"   {line}\n", migration)
 
     def test_keys_and_csr(self) -> None:
         """
