@@ -3,8 +3,35 @@ Challenge responders: :class:`~txacme.interfaces.IResponder` implementations.
 
 * :class:`HTTP01Responder`: http-01 (RFC 8555 §8.3), as a ``twisted.web``
   resource to mount at ``/.well-known/acme-challenge``.
+* :class:`RFC2136Responder`, :class:`CallableDNS01Responder`: dns-01 (RFC 8555
+  §8.4) through RFC 2136 dynamic updates with TSIG, or the application's own
+  functions; their errors derive from :exc:`DNSError`.
 """
 
+from txacme.challenges._dns import (
+    CallableDNS01Responder,
+    DNSAuthenticationError,
+    DNSError,
+    DNSLookupError,
+    DNSServerUnreachable,
+    DNSTimeout,
+    DNSUpdateError,
+    PropagationTimeout,
+    RFC2136Responder,
+    ZoneNotFound,
+)
 from txacme.challenges._http import HTTP01Responder
 
-__all__ = ["HTTP01Responder"]
+__all__ = [
+    "CallableDNS01Responder",
+    "DNSAuthenticationError",
+    "DNSError",
+    "DNSLookupError",
+    "DNSServerUnreachable",
+    "DNSTimeout",
+    "DNSUpdateError",
+    "HTTP01Responder",
+    "PropagationTimeout",
+    "RFC2136Responder",
+    "ZoneNotFound",
+]
