@@ -6,6 +6,9 @@ Challenge responders: :class:`~txacme.interfaces.IResponder` implementations.
 * :class:`RFC2136Responder`, :class:`CallableDNS01Responder`: dns-01 (RFC 8555
   §8.4) through RFC 2136 dynamic updates with TSIG, or the application's own
   functions; their errors derive from :exc:`DNSError`.
+* :class:`TLSALPN01Responder`: tls-alpn-01 (RFC 8737), in an application's own
+  TLS server or on a port of its own; importing this package registers the
+  :class:`TLSALPN01` challenge type with :mod:`acme.challenges`.
 """
 
 from txacme.challenges._dns import (
@@ -21,6 +24,12 @@ from txacme.challenges._dns import (
     ZoneNotFound,
 )
 from txacme.challenges._http import HTTP01Responder
+from txacme.challenges._tls_alpn import (
+    TLSALPN01,
+    TLSALPN01Responder,
+    TLSALPN01Response,
+    tls_alpn_01_certificate,
+)
 
 __all__ = [
     "CallableDNS01Responder",
@@ -33,5 +42,9 @@ __all__ = [
     "HTTP01Responder",
     "PropagationTimeout",
     "RFC2136Responder",
+    "TLSALPN01",
+    "TLSALPN01Responder",
+    "TLSALPN01Response",
     "ZoneNotFound",
+    "tls_alpn_01_certificate",
 ]
