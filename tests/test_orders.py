@@ -145,7 +145,8 @@ class RewritingResource:
     """
     A resource in front of :meth:`MemoryAcmeServer.resource` that edits its
     answers, as a newer CA (or a proxy) would: JSON bodies go through
-    ``edit_json``, ``drop_headers`` are removed from every answer, and
+    ``edit_json`` and problem documents through ``edit_problem``,
+    ``drop_headers`` are removed from every answer, and
     ``error_headers`` are added to every error answer.
     """
 
@@ -157,9 +158,11 @@ class RewritingResource:
         edit_json: Callable[[Any], Any] | None = None,
         drop_headers: Sequence[bytes] = (),
         error_headers: Mapping[bytes, bytes] | None = None,
+        edit_problem: Callable[[Any], Any] | None = None,
     ) -> None:
         self._inner = inner
         self._edit_json = edit_json
+        self._edit_problem = edit_problem
         self._drop_headers = drop_headers
         self._error_headers = dict(error_headers or {})
 
@@ -179,6 +182,11 @@ class RewritingResource:
             and content_type.split(b";")[0].strip() == b"application/json"
         ):
             body = json.dumps(self._edit_json(json.loads(body))).encode("utf-8")
+        if (
+            self._edit_problem is not None
+            and content_type.split(b";")[0].strip() == b"application/problem+json"
+        ):
+            body = json.dumps(self._edit_problem(json.loads(body))).encode("utf-8")
         for name in self._drop_headers:
             headers.removeHeader(name)
         if request.code >= 400:
@@ -1866,6 +1874,40 @@ class ForwardCompatibilityTests(_NativeTestCase):
         self.assertEqual(regr.uri, self.server.accounts[0].url)
         window = self.successResultOf(client.renewal_info(_chain(pem)[0]))
         self.assertLess(window.start, window.end)
+
+    def test_problem_with_subproblems_and_unknown_fields(self) -> None:
+        """
+        A problem document with subproblems (RFC 8555 §6.7.1) and unknown
+        fields is read: the error has its code and the subproblems with
+        their identifiers.
+        """
+
+        def with_subproblems(problem: Any) -> Any:
+            problem["txacmeUnknown"] = [1, 2]
+            problem["subproblems"] = [
+                {
+                    "type": "urn:ietf:params:acme:error:rejectedIdentifier",
+                    "detail": "not this one",
+                    "identifier": {"type": "dns", "value": "bad.example"},
+                    "txacmeUnknown": True,
+                }
+            ]
+            return problem
+
+        client = self.client_over(
+            RewritingResource(self.server.resource(), edit_problem=with_subproblems)
+        )
+        self.server.fail_next("newOrder", "rejectedIdentifier", detail="refused")
+        failure = self.errorOf(
+            client.new_order(["a.example", "bad.example"]), ServerError
+        )
+        self.assertEqual(failure.code, "rejectedIdentifier")
+        self.assertEqual(failure.message.detail, "refused")
+        subproblems = failure.message.subproblems
+        assert subproblems is not None
+        [subproblem] = subproblems
+        assert subproblem.identifier is not None
+        self.assertEqual(subproblem.identifier.value, "bad.example")
 
     def test_unknown_challenge_only(self) -> None:
         """
