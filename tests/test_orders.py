@@ -1069,12 +1069,6 @@ class ExternalAccountBindingTests(_NativeTestCase):
                 "https://acme.example/new-account",
             )
 
-    test_garbage_key_refused.todo = (  # type: ignore[attr-defined]
-        "bug: EABCredentials.binding (client.py) decodes the key with josepy's "
-        "lenient b64decode, which drops characters outside the alphabet: '!!!' "
-        "and '' become an empty MAC key instead of a ValueError"
-    )
-
     def test_find_registration_without_binding(self) -> None:
         """
         Looking up an existing account needs no binding even where the CA
@@ -1947,9 +1941,3 @@ class ForwardCompatibilityTests(_NativeTestCase):
             NoSupportedChallenges,
         )
         self.assertIn("txacme-future-01", str(failure))
-
-    test_unknown_challenge_named.todo = (  # type: ignore[attr-defined]
-        "bug: NoSupportedChallenges.__str__ (errors.py) reads chall.typ, which "
-        "is NotImplemented (truthy) for an UnrecognizedChallenge, so the "
-        "message says 'the server offered: NotImplemented'"
-    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
@@ -167,6 +168,9 @@ def _normalize(typ: str, value: str) -> str:
 
 def _to_identifier(value: messages.Identifier | str) -> messages.Identifier:
     if isinstance(value, messages.Identifier):
+        if value.typ == messages.IDENTIFIER_IP:
+            # CAs compare addresses in their canonical text form (RFC 8738).
+            return value.update(value=_normalize(value.typ.name, value.value))
         return value
     try:
         address = ipaddress.ip_address(value)
@@ -1120,6 +1124,8 @@ class Client:
 
 
 _ARI_DEFAULT_RETRY = 6 * 3600.0
+# Base64url as CAs print keys; some use the standard alphabet or padding.
+_BASE64URL = re.compile(r"[A-Za-z0-9_\-+/]+=*")
 
 
 @frozen
@@ -1152,12 +1158,14 @@ class EABCredentials:
         if isinstance(self.hmac_key, bytes):
             key_bytes = self.hmac_key
         else:
-            try:
-                key_bytes = b64decode(self.hmac_key)
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"The EAB HMAC key is not base64url: {error}"
-                ) from error
+            text = self.hmac_key.strip()
+            # josepy's decoder skips characters outside the alphabet: check
+            # first, so that a mangled key fails here, not as a bad MAC.
+            if not _BASE64URL.fullmatch(text):
+                raise ValueError("The EAB HMAC key is not base64url text")
+            key_bytes = b64decode(text.rstrip("=").replace("+", "-").replace("/", "_"))
+        if not key_bytes:
+            raise ValueError("The EAB HMAC key is empty")
         signed = acme_jws.JWS.sign(
             json.dumps(account_key.public_key().to_partial_json()).encode("utf-8"),
             key=JWKOct(key=key_bytes),

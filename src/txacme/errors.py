@@ -272,10 +272,9 @@ class NoSupportedChallenges(Exception):
             return super().__str__()
         offered = sorted(
             {
-                str(
-                    getattr(challb.chall, "typ", None)
-                    or challb.to_partial_json().get("type")
-                )
+                # The JSON "type", also for types acme does not know (whose
+                # UnrecognizedChallenge has typ NotImplemented).
+                str(challb.to_partial_json().get("type"))
                 for challb in self.authzr.body.challenges or ()
             }
         )
