@@ -170,7 +170,10 @@ def _to_identifier(value: messages.Identifier | str) -> messages.Identifier:
     if isinstance(value, messages.Identifier):
         if value.typ == messages.IDENTIFIER_IP:
             # CAs compare addresses in their canonical text form (RFC 8738).
-            return value.update(value=_normalize(value.typ.name, value.value))
+            canonical: messages.Identifier = value.update(
+                value=_normalize(value.typ.name, value.value)
+            )
+            return canonical
         return value
     try:
         address = ipaddress.ip_address(value)
