@@ -122,6 +122,9 @@ class PebbleOptions:
         HMAC key.
     :ivar strict: Pebble's ``-strict`` flag.
     :ivar extra_environment: Further environment variables for ``pebble``.
+    :ivar dns_server: ``"host:port"`` of the DNS server Pebble's validator
+        asks instead of pebble-challtestsrv's (which still runs): a BIND for
+        real dns-01 validation, for instance.
     """
 
     nonce_reject: int = 5
@@ -134,6 +137,7 @@ class PebbleOptions:
     eab_keys: Mapping[str, str] = field(factory=dict, hash=False)
     strict: bool = False
     extra_environment: Mapping[str, str] = field(factory=dict, hash=False)
+    dns_server: str | None = None
 
     def environment(self) -> dict[str, str]:
         """
@@ -521,7 +525,7 @@ class PebbleServer:
             "-config",
             str(config_path),
             "-dnsserver",
-            f"{LOOPBACK}:{self.ports.dns}",
+            self.options.dns_server or f"{LOOPBACK}:{self.ports.dns}",
             f"-strict={'true' if self.options.strict else 'false'}",
         ]
         for name, command in (
@@ -665,6 +669,9 @@ class PebbleServer:
         """
         The (host, port) of the DNS server Pebble resolves names with.
         """
+        if self.options.dns_server is not None:
+            host, _, port = self.options.dns_server.rpartition(":")
+            return (host, int(port))
         return (LOOPBACK, self.ports.dns)
 
     def trust_root(self) -> Certificate:
