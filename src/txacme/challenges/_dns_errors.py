@@ -208,7 +208,7 @@ class DNSUpdateError(DNSError):
     """
     The server answered an RFC 2136 update with an error RCODE.
 
-    :ivar rcode: The RCODE (an ``int``; compare with :mod:`dns.rcode`), for
+    :ivar rcode: The RCODE (an ``int``; compare with ``dns.rcode``), for
         example ``REFUSED`` (5) when the key's update-policy does not allow
         the name, or ``NOTAUTH`` (9) when the TSIG key is wrong.
     :ivar tsig_error: The error of the answer's TSIG record (``BADSIG``
