@@ -32,6 +32,7 @@ from txacme.challenges._tls_alpn import (
 )
 
 __all__ = [
+    "TLSALPN01",
     "CallableDNS01Responder",
     "DNSAuthenticationError",
     "DNSError",
@@ -42,7 +43,6 @@ __all__ = [
     "HTTP01Responder",
     "PropagationTimeout",
     "RFC2136Responder",
-    "TLSALPN01",
     "TLSALPN01Responder",
     "TLSALPN01Response",
     "ZoneNotFound",
