@@ -21,7 +21,13 @@ from enum import Enum
 
 from attrs import frozen
 
-__all__ = ["MAX_CLIENT_HELLO", "ClientHello", "Unparsed", "parse_client_hello"]
+__all__ = [
+    "MAX_CLIENT_HELLO",
+    "ClientHello",
+    "Unparsed",
+    "parse_client_hello",
+    "wanted_length",
+]
 
 _HANDSHAKE_RECORD = 22
 _CLIENT_HELLO = 1
@@ -103,10 +109,11 @@ class _Reader:
         return self._offset == len(self._data)
 
 
-def _handshake_bytes(data: bytes) -> bytes | Unparsed:
+def _handshake_bytes(data: bytes) -> bytes | Unparsed | int:
     """
     The first handshake message in ``data`` (records of the TLS record
-    layer), once all of its fragments have arrived.
+    layer), once all of its fragments have arrived; until then, the length
+    ``data`` must reach before more of it can be read.
     """
     handshake = b""
     offset = 0
@@ -126,16 +133,14 @@ def _handshake_bytes(data: bytes) -> bytes | Unparsed:
             # Not TLS (SSL 3.0 and TLS 1.x all have major version 3).
             return Unparsed.INVALID
         if len(header) < _RECORD_HEADER:
-            return Unparsed.INCOMPLETE
+            return offset + _RECORD_HEADER
         record_length = int.from_bytes(header[3:5], "big")
         if record_length == 0 or record_length > _MAX_FRAGMENT:
             return Unparsed.INVALID
-        fragment = data[
-            offset + _RECORD_HEADER : offset + _RECORD_HEADER + record_length
-        ]
-        if len(fragment) < record_length:
-            return Unparsed.INCOMPLETE
-        handshake += fragment
+        record_end = offset + _RECORD_HEADER + record_length
+        if len(data) < record_end:
+            return record_end
+        handshake += data[offset + _RECORD_HEADER : record_end]
         offset += _RECORD_HEADER + record_length
 
 
@@ -215,9 +220,27 @@ def parse_client_hello(data: bytes) -> ClientHello | Unparsed:
         ``data`` is a true start of one, or :attr:`Unparsed.INVALID`.
     """
     handshake = _handshake_bytes(data)
+    if isinstance(handshake, int):
+        return Unparsed.INCOMPLETE
     if isinstance(handshake, Unparsed):
         return handshake
     try:
         return _parse_body(handshake)
     except _Malformed:
         return Unparsed.INVALID
+
+
+def wanted_length(data: bytes) -> int:
+    """
+    How long the bytes received must be before :func:`parse_client_hello`
+    can tell more than it tells of ``data``: the end of the TLS record
+    being received, or ``len(data)`` if nothing more is needed.  (So that
+    a client sending its ClientHello a byte at a time does not make the
+    whole of it be parsed again for each byte.)
+
+    :param data: The bytes received so far, from the first.
+    """
+    handshake = _handshake_bytes(data)
+    if isinstance(handshake, int):
+        return handshake
+    return len(data)

@@ -55,9 +55,15 @@ from txacme.challenges._client_hello import (
     ClientHello,
     Unparsed,
     parse_client_hello,
+    wanted_length,
 )
 from txacme.interfaces import IResponder
-from txacme.util import PrivateKey, clock_now, generate_private_key_in_thread
+from txacme.util import (
+    KEY_TYPES,
+    PrivateKey,
+    clock_now,
+    generate_private_key_in_thread,
+)
 
 if TYPE_CHECKING:
     # The type of SSL.NO_OVERLAPPING_PROTOCOLS, for the ALPN callback's
@@ -270,6 +276,10 @@ def _challenges_only_context() -> SSL.Context:
 
 _Route = Callable[[ClientHello], SSL.Context | None]
 
+#: The most bytes read for a ClientHello: the largest one read, with the
+#: headers of the records it may be split over.
+_MAX_RECEIVED = MAX_CLIENT_HELLO + 1024
+
 
 class _ChallengeRoutingConnection(SSL.Connection):
     """
@@ -281,7 +291,10 @@ class _ChallengeRoutingConnection(SSL.Connection):
     def __init__(self, context: SSL.Context, route: _Route) -> None:
         super().__init__(context)
         self._route = route
-        self._received: bytes | None = b""
+        # The bytes received while the ClientHello is incomplete, and the
+        # length they must reach before it is worth reading them again.
+        self._received: bytearray | None = bytearray()
+        self._wanted = 1
 
     def bio_write(self, buf: Any) -> int:
         if self._received is not None:
@@ -291,8 +304,12 @@ class _ChallengeRoutingConnection(SSL.Connection):
     def _inspect(self, data: bytes) -> None:
         assert self._received is not None
         self._received += data
-        hello = parse_client_hello(self._received)
-        if hello is Unparsed.INCOMPLETE and len(self._received) <= MAX_CLIENT_HELLO:
+        if len(self._received) < self._wanted:
+            return
+        received = bytes(self._received)
+        hello = parse_client_hello(received)
+        if hello is Unparsed.INCOMPLETE and len(received) <= _MAX_RECEIVED:
+            self._wanted = wanted_length(received)
             return
         self._received = None
         if isinstance(hello, ClientHello):
@@ -429,11 +446,17 @@ class TLSALPN01Responder:
     :param key_type: The type of the challenge key, one of
         :data:`txacme.util.KEY_TYPES`.  Any type works with any application
         certificate; ECDSA P-256 (the default) is the quickest to make.
+    :raises ValueError: For an unknown key type.
     """
 
     challenge_type = "tls-alpn-01"
 
     def __init__(self, reactor: IReactorThreads, key_type: str = "p256") -> None:
+        if key_type.lower() not in KEY_TYPES:
+            raise ValueError(
+                f"Unknown key type {key_type!r}; expected one of "
+                f"{', '.join(sorted(KEY_TYPES))}"
+            )
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
         self._key_type = key_type
