@@ -19,9 +19,44 @@ Its switches inject errors (:meth:`MemoryAcmeServer.fail_next`), spoil
 answers (:meth:`MemoryAcmeServer.break_next`), reject nonces at random, and
 delay validation and issuance; its properties show the accounts, orders,
 authorizations, certificates and the request log.
+
+For code built on :class:`txacme.service.AcmeIssuingService` there are
+also, as in txacme 0.9:
+
+* :class:`FakeClient`, a fake of the client methods the service uses, with
+  a certificate authority of its own and no server at all, and its
+  :class:`FakeClientController`, which holds issuances back, fails them and
+  counts them;
+* :class:`NullResponder`, a responder that does nothing, for a CA that
+  validates every challenge (the fake client, or the in-memory server's
+  default validator);
+* :class:`MemoryStore`, a certificate store in a dict
+  (:class:`txacme.store.MemoryStore`).
+
+::
+
+    from josepy.jwk import JWKEC
+    from twisted.internet.defer import succeed
+    from txacme.service import AcmeIssuingService
+    from txacme.testing import FakeClient, MemoryStore, NullResponder
+    from txacme.util import generate_private_key
+
+    client = FakeClient(JWKEC(key=generate_private_key("p256")), clock)
+    service = AcmeIssuingService(
+        cert_store=MemoryStore({"example.com": []}),
+        client_creator=lambda: succeed(client),
+        clock=clock,
+        responders=[NullResponder("http-01")],
+    )
 """
 
 from txacme import _memoryserver, _memoryserver_http
+from txacme._fakeclient import (
+    FakeClient,
+    FakeClientController,
+    FakeOrder,
+    NullResponder,
+)
 from txacme._memoryserver import MemoryAcmeServer, always_valid
 from txacme._memoryserver_records import (
     LoggedRequest,
@@ -31,10 +66,14 @@ from txacme._memoryserver_records import (
     MemoryChallenge,
     MemoryOrder,
 )
+from txacme.store import MemoryStore
 
 __all__ = [
     "BreakKind",
     "Endpoint",
+    "FakeClient",
+    "FakeClientController",
+    "FakeOrder",
     "LoggedRequest",
     "MemoryAccount",
     "MemoryAcmeServer",
@@ -42,6 +81,8 @@ __all__ = [
     "MemoryCertificate",
     "MemoryChallenge",
     "MemoryOrder",
+    "MemoryStore",
+    "NullResponder",
     "Validator",
     "always_valid",
 ]

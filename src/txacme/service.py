@@ -1,0 +1,1112 @@
+"""
+:class:`AcmeIssuingService`: a Twisted service that keeps the certificates
+of a store issued and renewed, as txacme 0.9's, on the RFC 8555 client.
+
+The service reads its entries from an
+:class:`~txacme.interfaces.ICertificateStore` (for example a
+:class:`~txacme.store.DirectoryStore`, whose files txsni and Twisted's
+``tls:`` endpoint serve).  An entry is keyed by its first name and holds a
+private key, a certificate (for one name or several) and the issuer chain.
+At start and every ``check_interval`` it issues a certificate for every
+entry that lacks one and renews those whose time has come: when the CA
+offers ACME Renewal Information (RFC 9773), at a random moment of the
+window the CA suggests; otherwise when a third of the certificate's
+lifetime remains (or as ``reissue_interval`` says).  Failures are retried
+with exponential backoff; a certificate about to expire while renewal keeps
+failing makes the service call ``panic``.
+
+It uses only the public API of :mod:`txacme.client`
+(:func:`~txacme.client.issue_certificate` and the methods of
+:class:`IssuingClient`), so :class:`txacme.testing.FakeClient` can stand in
+for a :class:`~txacme.client.Client` in tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import ipaddress
+import math
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from functools import partial
+from random import Random
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+import pem
+from acme import challenges as acme_challenges
+from acme import messages
+from attrs import define, field, frozen, validators
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from josepy.jwk import JWK
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+    FirstError,
+    fail,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txacme.client import Client, issue_certificate, renewal_certificate_id
+from txacme.errors import NotOffered
+from txacme.interfaces import ICertificateStore, IResponder
+from txacme.messages import RenewalWindow
+from txacme.store import (
+    CertificateSummary,
+    ICertificateSummaries,
+    check_server_name,
+    summarize,
+)
+from txacme.util import PrivateKey, csr_for_names, generate_private_key
+
+__all__ = [
+    "AcmeIssuingService",
+    "Backoff",
+    "IssuingClient",
+    "parse_server_names",
+]
+
+_log = Logger()
+_T = TypeVar("_T")
+
+#: Why an entry is issued or renewed, as logged.
+_NO_CERTIFICATE = "no certificate"
+_NAMES_CHANGED = "names changed"
+_EXPIRED = "expired"
+_RENEWAL_DUE = "renewal due"
+_ARI_WINDOW = "in the CA's renewal window"
+#: Reasons that the CA's renewal information could postpone.
+_TIMED = frozenset({_RENEWAL_DUE, _ARI_WINDOW})
+#: The shortest wait between two renewalInfo requests for one certificate.
+_MIN_ARI_RETRY = 60.0
+#: Entries a sweep looks at before letting the reactor run other work.
+_YIELD_EVERY = 2000
+
+
+class IssuingClient(Protocol):
+    """
+    What :class:`AcmeIssuingService` needs of an ACME client: the methods
+    of :class:`txacme.client.Client` that it and
+    :func:`~txacme.client.issue_certificate` call.
+    :class:`~txacme.client.Client` provides them, and so does
+    :class:`txacme.testing.FakeClient`.
+    """
+
+    key: JWK
+
+    def register(
+        self,
+        new_reg: messages.NewRegistration | None = ...,
+        eab: Any = ...,
+    ) -> Deferred[messages.RegistrationResource]: ...
+
+    def new_order(
+        self,
+        identifiers: Iterable[messages.Identifier | str],
+        profile: str | None = ...,
+        replaces: str | x509.Certificate | None = ...,
+    ) -> Deferred[messages.OrderResource]: ...
+
+    def answer_challenge(
+        self,
+        challenge_body: messages.ChallengeBody,
+        response: acme_challenges.ChallengeResponse | None,
+    ) -> Deferred[messages.ChallengeResource]: ...
+
+    def poll(
+        self, authzr: messages.AuthorizationResource
+    ) -> Deferred[tuple[messages.AuthorizationResource, float]]: ...
+
+    def finalize(
+        self,
+        orderr: messages.OrderResource,
+        csr: x509.CertificateSigningRequest | messages.CertificateRequest | bytes | Any,
+    ) -> Deferred[messages.OrderResource]: ...
+
+    def renewal_info(
+        self, cert: x509.Certificate | bytes | messages.CertificateResource
+    ) -> Deferred[RenewalWindow]: ...
+
+    def close(self) -> Deferred[None]: ...
+
+
+class _TypedStore(Protocol):
+    """:class:`~txacme.interfaces.ICertificateStore`, with its types."""
+
+    def get(self, server_name: str) -> Deferred[list[pem.AbstractPEMObject]]: ...
+
+    def store(
+        self, server_name: str, pem_objects: list[pem.AbstractPEMObject]
+    ) -> Deferred[None]: ...
+
+    def as_dict(self) -> Deferred[dict[str, list[pem.AbstractPEMObject]]]: ...
+
+
+class _SummarizingStore(Protocol):
+    """:class:`~txacme.store.ICertificateSummaries`, with its types."""
+
+    def summaries(self) -> Deferred[dict[str, CertificateSummary | None]]: ...
+
+
+@frozen
+class Backoff:
+    """
+    How :class:`AcmeIssuingService` waits before retrying a failed
+    issuance: the n-th consecutive failure (from 1) waits
+    ``first_delay * factor ** (n - 1)``, at most ``max_delay``, shortened
+    by a random fraction of up to ``jitter`` so that many entries failing
+    together do not retry together.  The service never waits longer than
+    one ``check_interval``, unless the CA asked for longer (``Retry-After``).
+
+    :ivar first_delay: The wait after the first failure.
+    :ivar factor: The growth of each later wait.
+    :ivar max_delay: The longest wait.
+    :ivar jitter: The largest fraction taken off a wait (0 to 1).
+    """
+
+    first_delay: timedelta = field(default=timedelta(minutes=5))
+    factor: float = field(default=2.0, validator=validators.ge(1.0))
+    max_delay: timedelta = field(default=timedelta(hours=6))
+    jitter: float = field(
+        default=0.5, validator=[validators.ge(0.0), validators.lt(1.0)]
+    )
+
+    def delay(self, failures: int, random: Random) -> float:
+        """
+        The seconds to wait after ``failures`` consecutive failures.
+
+        :param failures: How many failures in a row (1 or more).
+        :param random: The source of the jitter.
+        """
+        exponent = min(max(failures, 1) - 1, 64)
+        base = min(
+            self.max_delay.total_seconds(),
+            self.first_delay.total_seconds() * self.factor**exponent,
+        )
+        return base * (1.0 - self.jitter * random.random())
+
+
+def parse_server_names(server_names: str | Sequence[str]) -> tuple[str, ...]:
+    """
+    The names of a store entry: a name, several names separated by commas
+    (``"example.com,www.example.com"``), or a sequence of names.  Names are
+    lower-cased, lose a trailing dot, IP addresses take their canonical
+    form, and repeats are dropped; the first name is the entry's key.
+
+    :param server_names: The names.
+    :returns: The names, the key first.
+    :raises ValueError: If there is no name, or an empty one.
+    """
+    parts = server_names.split(",") if isinstance(server_names, str) else server_names
+    names: list[str] = []
+    for part in parts:
+        name = part.strip().lower().rstrip(".")
+        if not name:
+            raise ValueError(f"An empty server name in {server_names!r}")
+        with contextlib.suppress(ValueError):
+            name = str(ipaddress.ip_address(name))
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("No server name given")
+    return tuple(names)
+
+
+def _default_panic(failure: Failure, server_name: str) -> None:
+    _log.failure(
+        "PANIC! Unable to renew the certificate for {server_name!r}, which "
+        "expires soon or has expired",
+        failure,
+        server_name=server_name,
+    )
+
+
+class _Shared(Generic[_T]):
+    """
+    One operation that any number of callers wait for: each subscriber gets
+    its own Deferred; cancelling one detaches that caller only, and the
+    operation is cancelled when its last subscriber is.
+    """
+
+    def __init__(
+        self,
+        operation: Deferred[_T],
+        names: tuple[str, ...] = (),
+        on_done: Callable[[_Shared[_T]], object] | None = None,
+    ) -> None:
+        self.names = names
+        self.operation = operation
+        self.done = False
+        self.failed = False
+        self._result: _T | Failure | None = None
+        self._subscribers: list[Deferred[_T]] = []
+        self._on_done = on_done
+        operation.addBoth(self._finished)
+
+    def _finished(self, result: _T | Failure) -> None:
+        self.done = True
+        self.failed = isinstance(result, Failure)
+        self._result = result
+        if self._on_done is not None:
+            self._on_done(self)
+        subscribers, self._subscribers = self._subscribers, []
+        for subscriber in subscribers:
+            if isinstance(result, Failure):
+                subscriber.errback(result)
+            else:
+                subscriber.callback(result)
+
+    def subscribe(self) -> Deferred[_T]:
+        """
+        :returns: A Deferred firing with the operation's result.
+        """
+        if self.done:
+            if isinstance(self._result, Failure):
+                return fail(self._result)
+            return succeed(cast(_T, self._result))
+        subscriber: Deferred[_T] = Deferred(self._detach)
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def _detach(self, subscriber: Deferred[_T]) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+        if not self._subscribers and not self.done:
+            self.operation.cancel()
+
+    def cancel(self) -> None:
+        """Cancel the operation, for every subscriber."""
+        self.operation.cancel()
+
+
+@define(eq=False)
+class _Entry:
+    """What the service knows of one store entry between checks."""
+
+    key: str
+    summary: CertificateSummary | None = None
+    #: The CA's suggested window (RFC 9773), the moment picked in it, and
+    #: when to ask again.
+    ari_window: tuple[datetime, datetime] | None = None
+    ari_renew_at: float | None = None
+    ari_next: float = 0.0
+    #: Consecutive failures, and no automatic attempt before retry_at.
+    failures: int = 0
+    retry_at: float = 0.0
+    panicked_at: float | None = None
+    #: When the service last stored a certificate for it.
+    updated_at: float = -math.inf
+
+
+async def _await(awaitable: Awaitable[_T]) -> _T:
+    return await awaitable
+
+
+class AcmeIssuingService(Service):
+    """
+    A service for keeping certificates issued and renewed: txacme 0.9's
+    ``AcmeIssuingService``, speaking RFC 8555.
+
+    **Entries and names.**  Every entry of ``cert_store`` is kept issued.
+    An entry holds one certificate, which may cover several names
+    (subjectAltName); the store key is the first.  A renewal keeps the
+    names of the current certificate, the key first.  Ask for several names
+    with ``issue_cert("example.com,www.example.com")`` or
+    ``issue_cert(["example.com", "www.example.com"])``, or with the
+    ``names`` argument; an entry whose certificate lacks a name asked for
+    that way is reissued at once.  An empty entry (txacme 0.9's empty
+    ``<name>.pem`` file) is issued for its key.
+
+    **When.**  At start, and every ``check_interval``, the service reads the
+    store and issues what is missing, expired, or due for renewal.  When
+    the CA offers ACME Renewal Information (``renewalInfo``, RFC 9773), a
+    certificate is renewed at a random moment of the window the CA
+    suggests (asking again after the ``Retry-After`` the CA gives, and at
+    the latest when ``panic_interval`` begins); otherwise when it expires
+    within ``reissue_interval``.  A renewal names the certificate it
+    replaces (``replaces``, RFC 9773 §5).
+
+    **Failures.**  A failed issuance is retried after a :class:`Backoff`
+    delay (exponential, with jitter, never longer than ``check_interval``
+    unless the CA's ``Retry-After`` asks for more); the regular checks go
+    on regardless.  When it fails for an entry whose certificate is missing,
+    expired or inside ``panic_interval``, ``panic(failure, server_name)`` is
+    called, at most once per ``check_interval`` for an entry.
+
+    **Work.**  At most ``max_concurrent`` issuances run at once, and never
+    two for one entry: :meth:`issue_cert` shares an issuance in flight.
+    New private keys are generated in the reactor's thread pool when
+    ``clock`` is a reactor with threads (:class:`IReactorThreads`), and
+    synchronously otherwise (a :class:`~twisted.internet.task.Clock` in
+    tests), so that tests stay deterministic.
+
+    :param cert_store: The :class:`~txacme.interfaces.ICertificateStore`.
+        If it also provides :class:`~txacme.store.ICertificateSummaries`
+        (both stores of :mod:`txacme.store` do), checks read only the
+        certificates' names and validity.
+    :param client_creator: A callable taking no arguments and returning a
+        Deferred (or any awaitable) that fires with a
+        :class:`~txacme.client.Client` (any :class:`IssuingClient`),
+        registered or not.  It is called when the service first needs the
+        CA, and again after a failure; the service registers the account
+        (``NewRegistration.from_data(email=email,
+        terms_of_service_agreed=True)``), and closes the client
+        (``close()``) when it stops.
+    :param clock: The reactor, or any ``IReactorTime``; it is also passed to
+        the client's polling.
+    :param responders: :class:`~txacme.interfaces.IResponder` objects, in
+        order of preference.
+    :param email: The account's contact e-mail address, or ``None``.
+    :param check_interval: The time between two checks of the store.
+    :param reissue_interval: Without renewal information from the CA,
+        renew a certificate when it expires within this interval.  ``None``
+        (the default) renews when a third of its lifetime remains: 30 days
+        for a 90-day certificate, 2 days for a 6-day one.  An interval as
+        long as the certificate's lifetime is ignored for it (with that
+        default used instead), so that it does not renew on every check.
+    :param panic_interval: Call ``panic`` when issuance fails for a
+        certificate that expires within this interval.  ``None`` (the
+        default) means a sixth of the lifetime: 15 days for a 90-day
+        certificate, as in txacme 0.9, 1 day for a 6-day one.
+    :param panic: Called with the failure and the entry's key; by default
+        it logs the failure at level critical.
+    :param generate_key: A callable returning a new private key for each
+        certificate: safe to call in a thread.  By default ECDSA P-256 (fast
+        to generate and to handshake, accepted by every CA and client in
+        use, and the key type tls-alpn-01 challenge certificates use).
+    :param names: Entries to keep in the store whatever it holds: names, or
+        several names for one entry (see :func:`parse_server_names`).
+    :param max_concurrent: The most issuances (and renewal information
+        requests) in flight at once.
+    :param backoff: The retry delays after failures.
+    :param random: The source of randomness for jitter and renewal times.
+    :param profile: A certificate profile the CA offers, or ``None``.
+    :param preferred_chain: The issuer common name of the chain to store
+        (see :func:`~txacme.client.select_chain`), or ``None``.
+
+    :ivar cert_store: The store.
+    :ivar check_interval: As given.
+    :ivar reissue_interval: As given (``None``: derived from lifetimes).
+    :ivar panic_interval: As given (``None``: derived from lifetimes).
+    :ivar ready: Whether the first check since the service started has
+        finished (see :meth:`when_certs_valid`).
+    """
+
+    def __init__(
+        self,
+        cert_store: ICertificateStore,
+        client_creator: Callable[[], Awaitable[IssuingClient]],
+        clock: IReactorTime,
+        responders: Sequence[IResponder],
+        email: str | None = None,
+        check_interval: timedelta = timedelta(days=1),
+        reissue_interval: timedelta | None = None,
+        panic_interval: timedelta | None = None,
+        panic: Callable[[Failure, str], object] | None = None,
+        generate_key: Callable[[], PrivateKey] | None = None,
+        *,
+        names: Iterable[str | Sequence[str]] = (),
+        max_concurrent: int = 4,
+        backoff: Backoff | None = None,
+        random: Random | None = None,
+        profile: str | None = None,
+        preferred_chain: str | None = None,
+    ) -> None:
+        if check_interval <= timedelta(0):
+            raise ValueError("check_interval must be positive")
+        for name, interval in [
+            ("reissue_interval", reissue_interval),
+            ("panic_interval", panic_interval),
+        ]:
+            if interval is not None and interval <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.cert_store = cert_store
+        self._store = cast(_TypedStore, cert_store)
+        self._client_creator = client_creator
+        self._clock = clock
+        self._responders = list(responders)
+        self._email = email
+        self.check_interval = check_interval
+        self.reissue_interval = reissue_interval
+        self.panic_interval = panic_interval
+        self._panic = panic if panic is not None else _default_panic
+        self._generate_key: Callable[[], PrivateKey] = (
+            generate_key
+            if generate_key is not None
+            else partial(generate_private_key, "p256")
+        )
+        self.max_concurrent = max_concurrent
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._random = random if random is not None else Random()
+        self._profile = profile
+        self._preferred_chain = preferred_chain
+
+        self.ready = False
+        self._waiting: list[Deferred[None]] = []
+        self._wanted: dict[str, tuple[str, ...]] = {}
+        for entry_names in names:
+            parsed = parse_server_names(entry_names)
+            self._wanted[check_server_name(parsed[0])] = parsed
+        self._entries: dict[str, _Entry] = {}
+        self._issuing: dict[str, _Shared[None]] = {}
+        self._semaphore = DeferredSemaphore(max_concurrent)
+        self._client: _Shared[IssuingClient] | None = None
+        self._client_instance: IssuingClient | None = None
+        self._ari_offered: bool | None = None
+        self._loop: LoopingCall | None = None
+        self._check: Deferred[None] | None = None
+        self._check_retry: IDelayedCall | None = None
+        self._next_check = math.inf
+        self._tasks: set[Deferred[None]] = set()
+        self._heap: list[tuple[float, str]] = []
+        self._wakeup: IDelayedCall | None = None
+
+    # -- the public API --------------------------------------------------------
+
+    def when_certs_valid(self) -> Deferred[None]:
+        """
+        Wait for the first check after the service started: every entry of
+        the store was looked at, and every issuance it needed (missing,
+        expired or renamed entries) has finished.  Normally every entry
+        then has a valid certificate; an entry whose issuance failed has
+        been reported (``panic``) and is being retried, as in txacme 0.9.
+
+        :returns: A Deferred firing with ``None`` then, at once if that
+            happened already.  It can be cancelled.
+        """
+        if self.ready:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._forget_waiter)
+        self._waiting.append(waiter)
+        return waiter
+
+    def _forget_waiter(self, waiter: Deferred[None]) -> None:
+        if waiter in self._waiting:
+            self._waiting.remove(waiter)
+
+    def issue_cert(self, server_name: str | Sequence[str]) -> Deferred[None]:
+        """
+        Issue a certificate for an entry now, whatever the current one's
+        expiry, and store it.  If an issuance of that entry is in flight,
+        wait for it instead of starting another (unless it lacks one of
+        the names asked for: then a new one starts once it has finished).
+
+        :param server_name: The entry's key, or several names: a string
+            with commas or a sequence (see :func:`parse_server_names`).  A
+            single name reissues the entry with the names it has (just the
+            name, for a new entry); several names set the entry's names.
+        :returns: A Deferred firing with ``None`` once the certificate is
+            stored.  Cancelling it cancels the issuance, unless someone else
+            (another caller, or a renewal) waits for it too.
+        :raises ValueError: (through the Deferred) for an unusable name.
+        """
+        try:
+            names = parse_server_names(server_name)
+            key = check_server_name(names[0])
+        except ValueError:
+            return fail()
+        if len(names) > 1:
+            self._wanted[key] = names
+        return self._issue(key).subscribe()
+
+    def startService(self) -> None:
+        """
+        Start the service: check the store now, then every
+        ``check_interval``.
+        """
+        Service.startService(self)  # type: ignore[no-untyped-call]
+        self.ready = False
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self._clock
+        self._loop.start(self.check_interval.total_seconds(), now=True).addErrback(
+            self._loop_failed
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the service: cancel the check, the issuances (which stop their
+        responders) and the renewal information requests in flight, then
+        close the client.
+
+        :returns: A Deferred firing once all that is done.
+        """
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        self.ready = False
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        for call in (self._wakeup, self._check_retry):
+            if call is not None and call.active():
+                call.cancel()
+        self._wakeup = self._check_retry = None
+        self._heap.clear()
+        self._next_check = math.inf
+        pending: list[Deferred[Any]] = []
+        if self._check is not None:
+            pending.append(self._check)
+        pending.extend(self._tasks)
+        pending.extend(shared.operation for shared in self._issuing.values())
+        if self._client is not None:
+            pending.append(self._client.operation)
+        for deferred in pending:
+            deferred.cancel()
+        return Deferred.fromCoroutine(self._finish_stopping(pending))
+
+    async def _finish_stopping(self, pending: list[Deferred[Any]]) -> None:
+        await DeferredList(pending, consumeErrors=True)
+        client, self._client_instance, self._client = self._client_instance, None, None
+        self._ari_offered = None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:
+                _log.failure("Closing the ACME client failed")
+
+    # -- checks ------------------------------------------------------------------
+
+    def _loop_failed(self, failure: Failure) -> None:
+        if not isinstance(failure.value, CancelledError):
+            _log.failure("The certificate check loop failed", failure)
+
+    def _tick(self) -> Deferred[None]:
+        self._next_check = self._clock.seconds() + self.check_interval.total_seconds()
+        return self._start_check()
+
+    def _start_check(self) -> Deferred[None]:
+        check = Deferred.fromCoroutine(self._run_check())
+        self._check = check
+
+        def forget(result: object) -> object:
+            if self._check is check:
+                self._check = None
+            return result
+
+        check.addBoth(forget)
+        return check
+
+    def _retry_check(self) -> None:
+        self._check_retry = None
+        if self.running and self._check is None:
+            self._start_check()
+
+    async def _summaries(self) -> dict[str, CertificateSummary | None]:
+        if ICertificateSummaries.providedBy(self.cert_store):
+            return await cast(_SummarizingStore, self.cert_store).summaries()
+        entries = await self._store.as_dict()
+        return {key: summarize(objects) for key, objects in entries.items()}
+
+    async def _run_check(self) -> None:
+        started = self._clock.seconds()
+        try:
+            summaries = await self._summaries()
+        except CancelledError:
+            raise
+        except Exception:
+            _log.failure("Reading the certificate store failed")
+            if self.running and not self.ready:
+                delay = min(
+                    self._backoff.first_delay.total_seconds(),
+                    self.check_interval.total_seconds(),
+                )
+                self._check_retry = self._clock.callLater(delay, self._retry_check)
+            return
+        now = self._clock.seconds()
+        self._sync_entries(summaries, started)
+        self._heap.clear()
+        urgent: list[str] = []
+        later: list[str] = []
+        for key, entry in self._entries.items():
+            reason = self._due(entry, now)
+            stale = self._ari_stale(entry, now)
+            if reason is not None and not (
+                stale and reason in _TIMED and now < self._panic_at(entry)
+            ):
+                urgent.append(key)
+            elif stale or reason is not None:
+                later.append(key)
+            else:
+                self._schedule(entry, now)
+        _log.info(
+            "Checked {count} certificate entries: {urgent} to issue now, "
+            "{later} to look at",
+            count=len(self._entries),
+            urgent=len(urgent),
+            later=len(later),
+        )
+        if urgent:
+            await self._sweep(urgent, ask_ari=False)
+        if not self.ready and self.running:
+            self.ready = True
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                waiter.callback(None)
+        if later:
+            self._start_sweep(later)
+
+    def _sync_entries(
+        self, summaries: dict[str, CertificateSummary | None], started: float
+    ) -> None:
+        """
+        Take the store's entries as read by a check that started at
+        ``started``; what the service stored since then is newer.
+        """
+        entries: dict[str, _Entry] = {}
+        for key, summary in summaries.items():
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = _Entry(key)
+            if entry.summary != summary and entry.updated_at < started:
+                self._new_certificate(entry, summary)
+            entries[key] = entry
+        for key, entry in self._entries.items():
+            if key not in entries and (
+                key in self._issuing or entry.updated_at >= started
+            ):
+                entries[key] = entry
+        for key in self._wanted:
+            if key not in entries:
+                entry = self._entries.get(key) or _Entry(key)
+                self._new_certificate(entry, None)
+                entries[key] = entry
+        self._entries = entries
+
+    def _new_certificate(
+        self, entry: _Entry, summary: CertificateSummary | None
+    ) -> None:
+        entry.summary = summary
+        entry.ari_window = None
+        entry.ari_renew_at = None
+        entry.ari_next = 0.0
+
+    # -- deciding --------------------------------------------------------------
+
+    def _names_for(self, key: str) -> tuple[str, ...]:
+        wanted = self._wanted.get(key)
+        if wanted is not None:
+            return wanted
+        entry = self._entries.get(key)
+        if entry is not None and entry.summary is not None and entry.summary.names:
+            return (key, *[name for name in entry.summary.names if name != key])
+        return (key,)
+
+    def _reissue_seconds(self, summary: CertificateSummary) -> float:
+        lifetime = summary.lifetime
+        if self.reissue_interval is not None:
+            explicit = self.reissue_interval.total_seconds()
+            if explicit < lifetime:
+                return explicit
+        return lifetime / 3
+
+    def _panic_seconds(self, summary: CertificateSummary) -> float:
+        lifetime = summary.lifetime
+        if self.panic_interval is not None:
+            explicit = self.panic_interval.total_seconds()
+            if explicit < lifetime:
+                return explicit
+        return lifetime / 6
+
+    def _panic_at(self, entry: _Entry) -> float:
+        if entry.summary is None:
+            return -math.inf
+        return entry.summary.not_after.timestamp() - self._panic_seconds(entry.summary)
+
+    def _renewal_time(self, entry: _Entry) -> float:
+        summary = entry.summary
+        if summary is None:
+            return -math.inf
+        if entry.ari_renew_at is not None:
+            return min(entry.ari_renew_at, self._panic_at(entry))
+        return summary.not_after.timestamp() - self._reissue_seconds(summary)
+
+    def _due(self, entry: _Entry, now: float) -> str | None:
+        """Why ``entry`` should be issued now, or ``None``."""
+        if now < entry.retry_at:
+            return None
+        summary = entry.summary
+        if summary is None:
+            return _NO_CERTIFICATE
+        wanted = self._wanted.get(entry.key)
+        if wanted is not None and not set(wanted).issubset(summary.names):
+            return _NAMES_CHANGED
+        if now >= summary.not_after.timestamp():
+            return _EXPIRED
+        if now >= self._renewal_time(entry):
+            return _RENEWAL_DUE if entry.ari_renew_at is None else _ARI_WINDOW
+        return None
+
+    def _ari_stale(self, entry: _Entry, now: float) -> bool:
+        """Whether to ask the CA for ``entry``'s renewal information."""
+        return (
+            self._ari_offered is not False
+            and entry.summary is not None
+            and now >= entry.ari_next
+            and now < entry.summary.not_after.timestamp()
+        )
+
+    def _in_panic(self, entry: _Entry, now: float) -> bool:
+        return now >= self._panic_at(entry)
+
+    # -- timers between checks -------------------------------------------------
+
+    def _schedule(self, entry: _Entry, now: float) -> None:
+        """Wake up for ``entry``'s next event, if before the next check."""
+        if not self.running:
+            return
+        if entry.retry_at > now:
+            when = entry.retry_at
+        elif entry.summary is None:
+            return
+        else:
+            when = self._renewal_time(entry)
+            if self._ari_offered is not False:
+                when = min(when, entry.ari_next)
+        if when >= self._next_check:
+            return
+        heapq.heappush(self._heap, (max(when, now), entry.key))
+        self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        if not self._heap:
+            return
+        when = self._heap[0][0]
+        if self._wakeup is not None and self._wakeup.active():
+            if self._wakeup.getTime() <= when:
+                return
+            self._wakeup.cancel()
+        self._wakeup = self._clock.callLater(max(0.0, when - now), self._wake)
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        now = self._clock.seconds()
+        keys: list[str] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, key = heapq.heappop(self._heap)
+            if key not in keys:
+                keys.append(key)
+        if keys:
+            self._start_sweep(keys)
+        self._arm(now)
+
+    # -- working through entries -----------------------------------------------
+
+    def _start_sweep(self, keys: list[str]) -> None:
+        task = Deferred.fromCoroutine(self._sweep(keys, ask_ari=True))
+        self._tasks.add(task)
+
+        def forget(result: object) -> None:
+            self._tasks.discard(task)
+            if isinstance(result, Failure) and not isinstance(
+                result.value, CancelledError
+            ):
+                _log.failure("Renewing certificates failed", result)
+
+        task.addBoth(forget)
+
+    async def _sweep(self, keys: list[str], ask_ari: bool) -> None:
+        """Look at each entry of ``keys``, ``max_concurrent`` at a time."""
+        remaining = iter(keys)
+        workers = [
+            Deferred.fromCoroutine(self._work(remaining, ask_ari))
+            for _ in range(min(self.max_concurrent, len(keys)))
+        ]
+        try:
+            await DeferredList(workers, fireOnOneErrback=True, consumeErrors=True)
+        except FirstError as error:
+            for worker in workers:
+                worker.cancel()
+            error.subFailure.raiseException()
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            raise
+
+    async def _work(self, keys: Iterator[str], ask_ari: bool) -> None:
+        quick = 0
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            quick += 1
+            if quick >= _YIELD_EVERY:
+                # Let the reactor breathe during a sweep of a large store.
+                quick = 0
+                await deferLater(self._clock, 0)
+            if ask_ari and self._ari_stale(entry, self._clock.seconds()):
+                await self._ask_ari(entry)
+            reason = self._due(entry, self._clock.seconds())
+            if reason is not None:
+                _log.info(
+                    "Issuing a certificate for {server_name}: {reason}",
+                    server_name=key,
+                    reason=reason,
+                )
+                quick = 0
+                try:
+                    await self._issue(key).subscribe()
+                except CancelledError:
+                    raise
+                except Exception:
+                    # Recorded (backoff, panic, log) by the issuance itself.
+                    pass
+            self._schedule(entry, self._clock.seconds())
+
+    # -- renewal information (RFC 9773) ----------------------------------------
+
+    async def _ask_ari(self, entry: _Entry) -> None:
+        """
+        Ask the CA when to renew ``entry`` (RFC 9773), and pick the moment.
+        Whatever happens, the next question is not before ``ari_next``.
+        """
+        now = self._clock.seconds()
+        entry.ari_next = now + min(
+            self._backoff.max_delay.total_seconds(),
+            self.check_interval.total_seconds(),
+        )
+        await self._semaphore.acquire()
+        try:
+            certificate = await self._current_certificate(entry.key)
+            if certificate is None:
+                return
+            client = await self._get_client()
+            window = await client.renewal_info(certificate)
+        except NotOffered:
+            if self._ari_offered is not False:
+                _log.info(
+                    "The CA offers no renewal information (RFC 9773): renewing "
+                    "by reissue_interval"
+                )
+            self._ari_offered = False
+            return
+        except ValueError:
+            # No Authority Key Identifier: no ARI for this certificate.
+            entry.ari_next = math.inf
+            return
+        except CancelledError:
+            raise
+        except Exception as error:
+            _log.warn(
+                "Asking for the renewal information of {server_name} failed: "
+                "{error}; timing its renewal as before meanwhile",
+                server_name=entry.key,
+                error=str(error) or type(error).__name__,
+            )
+            return
+        finally:
+            self._semaphore.release()
+        self._ari_offered = True
+        current = CertificateSummary.from_certificate(certificate)
+        if entry.summary != current:
+            # The store holds another certificate than the service knew of.
+            self._new_certificate(entry, current)
+        now = self._clock.seconds()
+        span = (window.start, window.end)
+        if entry.ari_window != span:
+            entry.ari_window = span
+            entry.ari_renew_at = window.random_time(self._random).timestamp()
+            _log.info(
+                "The CA suggests renewing {server_name} between {start} and "
+                "{end}; renewing at {renew_at}",
+                server_name=entry.key,
+                start=window.start.isoformat(),
+                end=window.end.isoformat(),
+                renew_at=datetime.fromtimestamp(
+                    entry.ari_renew_at, window.start.tzinfo
+                ).isoformat(),
+                explanation_url=window.explanation_url,
+            )
+        entry.ari_next = now + max(window.retry_after, _MIN_ARI_RETRY)
+
+    # -- issuing ----------------------------------------------------------------
+
+    def _issue(self, key: str) -> _Shared[None]:
+        """The issuance of ``key`` in flight, or a new one."""
+        names = self._names_for(key)
+        current = self._issuing.get(key)
+        if current is not None and set(names).issubset(current.names):
+            return current
+        operation = Deferred.fromCoroutine(self._run_issuance(key, names, current))
+        shared = _Shared(operation, names, partial(self._issued, key))
+        if not shared.done:
+            self._issuing[key] = shared
+        return shared
+
+    def _issued(self, key: str, shared: _Shared[None]) -> None:
+        if self._issuing.get(key) is shared:
+            del self._issuing[key]
+
+    async def _run_issuance(
+        self, key: str, names: tuple[str, ...], previous: _Shared[None] | None
+    ) -> None:
+        if previous is not None:
+            try:
+                await previous.subscribe()
+            except CancelledError:
+                raise
+            except Exception:
+                pass
+        await self._semaphore.acquire()
+        try:
+            summary = await self._issue_now(key, names)
+        except CancelledError:
+            raise
+        except Exception:
+            self._failed(key, Failure())  # type: ignore[no-untyped-call]
+            raise
+        else:
+            self._succeeded(key, summary)
+        finally:
+            self._semaphore.release()
+
+    async def _issue_now(self, key: str, names: tuple[str, ...]) -> CertificateSummary:
+        client = await self._get_client()
+        private_key = await self._new_key()
+        csr = csr_for_names(list(names), private_key)
+        replaces: str | None = None
+        old = await self._current_certificate(key)
+        if old is not None:
+            try:
+                replaces = renewal_certificate_id(old)
+            except ValueError:
+                replaces = None
+        _log.debug(
+            "Ordering a certificate for {names} (replacing {replaces})",
+            names=list(names),
+            replaces=replaces,
+        )
+        # issue_certificate is typed for Client; it uses only the methods
+        # IssuingClient lists.
+        chain = await issue_certificate(
+            cast(Client, client),
+            self._clock,
+            csr,
+            self._responders,
+            preferred_chain=self._preferred_chain,
+            profile=self._profile,
+            replaces=replaces,
+        )
+        certificates = [
+            obj
+            for obj in pem.parse(chain.encode("ascii"))
+            if isinstance(obj, pem.Certificate)
+        ]
+        if not certificates:
+            raise ValueError("The CA's answer holds no certificate")
+        key_pem = private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        await self._store.store(key, [pem.PrivateKey(key_pem), *certificates])
+        leaf = x509.load_pem_x509_certificate(certificates[0].as_bytes())
+        return CertificateSummary.from_certificate(leaf)
+
+    def _entry(self, key: str) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry(key)
+        return entry
+
+    def _succeeded(self, key: str, summary: CertificateSummary) -> None:
+        entry = self._entry(key)
+        self._new_certificate(entry, summary)
+        entry.failures = 0
+        entry.retry_at = 0.0
+        entry.panicked_at = None
+        entry.updated_at = self._clock.seconds()
+        _log.info(
+            "Stored a new certificate for {server_name} ({names}), valid until "
+            "{not_after}",
+            server_name=key,
+            names=", ".join(summary.names),
+            not_after=summary.not_after.isoformat(),
+        )
+        self._schedule(entry, self._clock.seconds())
+
+    def _failed(self, key: str, failure: Failure) -> None:
+        entry = self._entry(key)
+        now = self._clock.seconds()
+        entry.failures += 1
+        delay = min(
+            self._backoff.delay(entry.failures, self._random),
+            self.check_interval.total_seconds(),
+        )
+        server_delay = getattr(failure.value, "retry_after", None)
+        if isinstance(server_delay, int | float) and server_delay > delay:
+            delay = float(server_delay)
+        entry.retry_at = now + delay
+        error = failure.getErrorMessage() or type(failure.value).__name__
+        if self._in_panic(entry, now) and (
+            entry.panicked_at is None
+            or now - entry.panicked_at >= self.check_interval.total_seconds()
+        ):
+            entry.panicked_at = now
+            try:
+                self._panic(failure, key)
+            except Exception:
+                _log.failure(
+                    "The panic callback failed for {server_name}", server_name=key
+                )
+        _log.warn(
+            "Issuing a certificate for {server_name} failed ({failures} in a "
+            "row): {error}; retrying in {delay:.0f} s",
+            server_name=key,
+            failures=entry.failures,
+            error=error,
+            delay=delay,
+        )
+        self._schedule(entry, now)
+
+    async def _current_certificate(self, key: str) -> x509.Certificate | None:
+        try:
+            objects = await self._store.get(key)
+        except KeyError:
+            return None
+        for obj in objects:
+            if isinstance(obj, pem.Certificate):
+                try:
+                    return x509.load_pem_x509_certificate(obj.as_bytes())
+                except ValueError:
+                    return None
+        return None
+
+    async def _new_key(self) -> PrivateKey:
+        if IReactorThreads.providedBy(self._clock):
+            reactor = cast(IReactorThreads, self._clock)
+            return await deferToThreadPool(
+                reactor, reactor.getThreadPool(), self._generate_key
+            )
+        return self._generate_key()
+
+    # -- the client ---------------------------------------------------------------
+
+    def _get_client(self) -> Deferred[IssuingClient]:
+        if self._client is None or self._client.failed:
+            self._client = _Shared(Deferred.fromCoroutine(self._create_client()))
+        return self._client.subscribe()
+
+    async def _create_client(self) -> IssuingClient:
+        client = await _await(self._client_creator())
+        self._client_instance = client
+        try:
+            await client.register(
+                messages.NewRegistration.from_data(
+                    email=self._email, terms_of_service_agreed=True
+                )
+            )
+        except BaseException:
+            self._client_instance = None
+            await client.close()
+            raise
+        _log.info("Registered with the ACME server")
+        return client

@@ -1,0 +1,613 @@
+"""
+Certificate stores: where :class:`~txacme.service.AcmeIssuingService` keeps
+each entry's private key, certificate and issuer chain.
+
+* :class:`DirectoryStore`: one ``<server name>.pem`` file per entry, the
+  layout `txsni <https://github.com/glyph/txsni>`_ and Twisted's ``tls:``
+  endpoint read.  Writes are atomic and durable; files are readable by their
+  owner only.
+* :class:`MemoryStore`: a dict, for tests (also in :mod:`txacme.testing`, as
+  in txacme 0.9).
+* :func:`load_or_create_client_key`: the ACME account key kept beside the
+  certificates, as txacme 0.9's endpoints kept it.
+
+Both stores also provide :class:`ICertificateSummaries`: what the service
+needs to know of every entry (names and validity), without parsing or
+holding the keys and chains, so that a store of 100,000 entries is checked
+in seconds and in little memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import TypeVar
+
+import pem
+from attrs import frozen
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.jwk import JWK, JWKEC, JWKRSA
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from zope.interface import Interface, implementer
+
+from txacme.interfaces import ICertificateStore
+from txacme.util import generate_private_key
+
+__all__ = [
+    "CLIENT_KEY_NAME",
+    "CertificateSummary",
+    "DirectoryStore",
+    "ICertificateSummaries",
+    "MemoryStore",
+    "check_server_name",
+    "load_or_create_client_key",
+    "summarize",
+]
+
+_log = Logger()
+_T = TypeVar("_T")
+
+#: The file name of the account key in a :class:`DirectoryStore`'s
+#: directory (txacme 0.9's name).
+CLIENT_KEY_NAME = "client.key"
+
+_PEM_SUFFIX = ".pem"
+_TEMPORARY_PREFIX = ".txacme-"
+_TEMPORARY_SUFFIX = ".tmp"
+#: A temporary file this old is what a writer killed mid-write left behind.
+_STALE_TEMPORARY_SECONDS = 3600.0
+_BEGIN_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_END_CERTIFICATE = b"-----END CERTIFICATE-----"
+_READ_SIZE = 16384
+
+PathLike = FilePath[str] | str | os.PathLike[str]
+
+
+@frozen
+class CertificateSummary:
+    """
+    What :class:`~txacme.service.AcmeIssuingService` needs to know of an
+    entry's certificate, the first certificate (the leaf) in the entry.
+
+    :ivar names: The names the certificate is for: its subjectAltName DNS
+        names (lower case) and IP addresses, in the certificate's order.
+    :ivar not_before: The start of its validity (aware, UTC).
+    :ivar not_after: The end of its validity (aware, UTC).
+    """
+
+    names: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+
+    @classmethod
+    def from_certificate(cls, certificate: x509.Certificate) -> CertificateSummary:
+        """
+        Summarize a certificate.
+
+        :param certificate: The certificate.
+        :returns: Its summary.
+        """
+        names: list[str] = []
+        try:
+            san = certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value
+        except x509.ExtensionNotFound:
+            pass
+        else:
+            for general_name in san:
+                value = general_name.value
+                if type(general_name) is x509.DNSName:
+                    names.append(value.lower())
+                elif type(general_name) is x509.IPAddress:
+                    names.append(str(value))
+        return cls(
+            names=tuple(names),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+        )
+
+    @property
+    def lifetime(self) -> float:
+        """
+        The certificate's validity period, in seconds.
+        """
+        return (self.not_after - self.not_before).total_seconds()
+
+
+class ICertificateSummaries(Interface):
+    """
+    A certificate store that can summarize its entries cheaply: an optional
+    companion of :class:`~txacme.interfaces.ICertificateStore`, which
+    :class:`~txacme.service.AcmeIssuingService` uses instead of
+    :meth:`~txacme.interfaces.ICertificateStore.as_dict` when a store
+    provides it.
+
+    * :meth:`summaries` MUST name the same entries as ``as_dict``.
+    * It SHOULD NOT hold every entry's PEM objects in memory at once, and
+      SHOULD NOT block the reactor for long.
+    """
+
+    def summaries():  # type: ignore[no-untyped-def]
+        """
+        Summarize every entry.
+
+        :returns: A Deferred firing with a dict mapping each server name to
+            the :class:`CertificateSummary` of its first certificate, or to
+            ``None`` for an entry without a (readable) certificate.
+        """
+
+
+def _leaf_certificate(objects: Iterable[pem.AbstractPEMObject]) -> bytes | None:
+    for obj in objects:
+        if isinstance(obj, pem.Certificate):
+            return obj.as_bytes()
+    return None
+
+
+def summarize(
+    pem_objects: Sequence[pem.AbstractPEMObject],
+) -> CertificateSummary | None:
+    """
+    Summarize a store entry: its first certificate, which txacme writes
+    right after the private key.
+
+    :param pem_objects: The entry.
+    :returns: The summary, or ``None`` if the entry has no certificate or
+        the certificate cannot be parsed.
+    """
+    leaf = _leaf_certificate(pem_objects)
+    if leaf is None:
+        return None
+    try:
+        return CertificateSummary.from_certificate(x509.load_pem_x509_certificate(leaf))
+    except ValueError:
+        return None
+
+
+def _first_certificate_block(content: bytes) -> bytes | None:
+    """The first PEM certificate block of ``content``, if it is whole."""
+    start = content.find(_BEGIN_CERTIFICATE)
+    if start < 0:
+        return None
+    end = content.find(_END_CERTIFICATE, start)
+    if end < 0:
+        return None
+    return content[start : end + len(_END_CERTIFICATE)]
+
+
+def _read_first_certificate(path: str) -> bytes | None:
+    """
+    Read an entry's file up to the end of its first certificate (the key
+    before it, but not the issuer chain after it, when it is short).
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        content = b""
+        while True:
+            chunk = os.read(descriptor, _READ_SIZE)
+            if not chunk:
+                return _first_certificate_block(content)
+            content += chunk
+            block = _first_certificate_block(content)
+            if block is not None:
+                return block
+    finally:
+        os.close(descriptor)
+
+
+def _summarize_block(block: bytes | None) -> CertificateSummary | None:
+    """Summarize a PEM certificate block; ``None`` if it cannot be parsed."""
+    if block is None:
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(block)
+    except ValueError:
+        return None
+    return CertificateSummary.from_certificate(certificate)
+
+
+def check_server_name(server_name: str) -> str:
+    """
+    Check that ``server_name`` can key an entry: a non-empty name that
+    cannot escape a store's directory.
+
+    :returns: ``server_name``.
+    :raises ValueError: If it is empty, starts with a dot, or holds a path
+        separator or a NUL.
+    """
+    if (
+        not isinstance(server_name, str)
+        or not server_name
+        or server_name.startswith(".")
+        or "/" in server_name
+        or "\\" in server_name
+        or "\0" in server_name
+        or len(server_name.encode("utf-8")) > 250
+    ):
+        raise ValueError(f"Not usable as a store entry's name: {server_name!r}")
+    return server_name
+
+
+def _as_directory(path: PathLike) -> str:
+    if isinstance(path, FilePath):
+        return os.fspath(path.path)
+    return os.fspath(path)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename or link in ``directory`` durable."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover (platforms without directory fds)
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # pragma: no cover (file systems refusing directory fsync)
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _write_temporary(directory: str, content: bytes) -> str:
+    """
+    Write ``content`` to a new temporary file in ``directory``, created
+    readable by its owner only, and flush it to disk.
+
+    :returns: The temporary file's path.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=_TEMPORARY_PREFIX, suffix=_TEMPORARY_SUFFIX, dir=directory
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as output:
+            output.write(content)
+            output.flush()
+            os.fsync(output.fileno())
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return temporary
+
+
+def _write_atomically(directory: str, name: str, content: bytes) -> None:
+    """
+    Replace ``directory/name`` with ``content`` so that a reader, or a
+    process started after a crash, sees the old file or the new one, whole:
+    write a temporary file in the same directory (mode 0600), flush and
+    ``fsync`` it, ``os.replace`` it onto the name, ``fsync`` the directory.
+
+    :param directory: The directory.
+    :param name: The file's name in it.
+    :param content: The new content.
+    """
+    temporary = _write_temporary(directory, content)
+    try:
+        os.replace(temporary, os.path.join(directory, name))
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def _create_exclusively(directory: str, name: str, content: bytes) -> bool:
+    """
+    Create ``directory/name`` with ``content`` (mode 0600) unless it exists,
+    atomically: the file appears whole or not at all, and an existing file
+    is never replaced (the temporary file is hard-linked to the name).
+
+    :returns: Whether the file was created.
+    """
+    temporary = _write_temporary(directory, content)
+    target = os.path.join(directory, name)
+    try:
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            return False
+        except OSError:
+            # File systems without hard links: a small window in which
+            # another creator's file could be replaced by an equally
+            # complete one.
+            if os.path.lexists(target):
+                return False
+            os.replace(temporary, target)
+            temporary = ""
+    finally:
+        if temporary:
+            with suppress(OSError):
+                os.unlink(temporary)
+    _fsync_directory(directory)
+    return True
+
+
+def _is_stale_temporary(entry: os.DirEntry[str], now: float) -> bool:
+    if not (
+        entry.name.startswith(_TEMPORARY_PREFIX)
+        and entry.name.endswith(_TEMPORARY_SUFFIX)
+    ):
+        return False
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime > (
+            _STALE_TEMPORARY_SECONDS
+        )
+    except OSError:
+        return False
+
+
+@implementer(ICertificateStore, ICertificateSummaries)
+class DirectoryStore:
+    """
+    A certificate store in a directory: one ``<server_name>.pem`` file per
+    entry, holding the private key, the certificate and its issuer chain in
+    that order (what txsni's ``SNIMap``/``DirectoryCertificateAndKeyStore``
+    and Twisted's ``tls:`` endpoint load).  Other files, such as the
+    account key :data:`CLIENT_KEY_NAME`, are left alone.
+
+    :meth:`store` replaces a file atomically and durably (a
+    temporary file in the same directory, flushed and ``fsync``-ed, then
+    ``os.replace``-d onto the name, and the directory ``fsync``-ed); the
+    file is created with mode 0600, since it holds a private key.  An empty
+    ``<name>.pem`` file is an entry without a certificate: txacme 0.9's way
+    of asking the service to issue one.
+    Temporary files a writer killed mid-write left behind are ignored, and
+    removed after an hour.
+
+    :param path: The directory (it must exist).
+    :param reactor: If given, the file I/O (including ``fsync``) runs in
+        its thread pool so that the reactor thread is not blocked; if
+        ``None``, it runs synchronously, as in txacme 0.9.
+    """
+
+    def __init__(
+        self, path: PathLike, *, reactor: IReactorThreads | None = None
+    ) -> None:
+        self.path: FilePath[str] = FilePath(_as_directory(path))
+        self._directory = self.path.path
+        self._reactor = reactor
+        self._cleanup_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<DirectoryStore {self._directory!r}>"
+
+    def _run(self, function: Callable[..., _T], *arguments: object) -> Deferred[_T]:
+        if self._reactor is None:
+            return maybeDeferred(function, *arguments)
+        return deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), function, *arguments
+        )
+
+    def _file(self, server_name: str) -> str:
+        return os.path.join(
+            self._directory, check_server_name(server_name) + _PEM_SUFFIX
+        )
+
+    def _get(self, server_name: str) -> list[pem.AbstractPEMObject]:
+        try:
+            with open(self._file(server_name), "rb") as entry:
+                content = entry.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyError(server_name) from None
+        return pem.parse(content)
+
+    def get(self, server_name: str) -> Deferred[list[pem.AbstractPEMObject]]:
+        """
+        Read an entry.
+
+        :param server_name: The entry's name.
+        :returns: A Deferred firing with its PEM objects (an empty list for
+            an empty file).
+        :raises KeyError: (through the Deferred) if there is no entry.
+        :raises ValueError: (through the Deferred) for a name that cannot
+            be a file name in the directory.
+        """
+        return self._run(self._get, server_name)
+
+    def _store(self, server_name: str, content: bytes) -> None:
+        _write_atomically(
+            self._directory, check_server_name(server_name) + _PEM_SUFFIX, content
+        )
+
+    def store(
+        self, server_name: str, pem_objects: Iterable[pem.AbstractPEMObject]
+    ) -> Deferred[None]:
+        """
+        Replace an entry, atomically and durably.
+
+        :param server_name: The entry's name.
+        :param pem_objects: Its PEM objects: the private key first, then the
+            certificate and its issuer chain.
+        :returns: A Deferred firing once the entry is on disk.
+        :raises ValueError: (through the Deferred) for a name that cannot
+            be a file name in the directory.
+        """
+        try:
+            check_server_name(server_name)
+        except ValueError:
+            return fail()
+        content = b"".join(_with_newline(obj.as_bytes()) for obj in pem_objects)
+        return self._run(self._store, server_name, content)
+
+    def _entries(self) -> list[tuple[str, str]]:
+        """The entries' names and paths; stale temporary files are removed."""
+        now = time.time()
+        found: list[tuple[str, str]] = []
+        with os.scandir(self._directory) as listing:
+            for entry in listing:
+                name = entry.name
+                if name.startswith("."):
+                    if _is_stale_temporary(entry, now):
+                        with suppress(OSError):
+                            os.unlink(entry.path)
+                    continue
+                if not name.endswith(_PEM_SUFFIX) or len(name) == len(_PEM_SUFFIX):
+                    continue
+                found.append((name[: -len(_PEM_SUFFIX)], entry.path))
+        return found
+
+    def _as_dict(self) -> dict[str, list[pem.AbstractPEMObject]]:
+        result: dict[str, list[pem.AbstractPEMObject]] = {}
+        for server_name, path in self._entries():
+            try:
+                with open(path, "rb") as entry:
+                    result[server_name] = pem.parse(entry.read())
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+        return result
+
+    def as_dict(self) -> Deferred[dict[str, list[pem.AbstractPEMObject]]]:
+        """
+        Read every entry.  This parses and holds every key and chain: for
+        large stores, :meth:`summaries` is far cheaper.
+
+        :returns: A Deferred firing with a dict mapping server names to
+            their PEM objects.
+        """
+        return self._run(self._as_dict)
+
+    def _summaries(self) -> dict[str, CertificateSummary | None]:
+        result: dict[str, CertificateSummary | None] = {}
+        for server_name, path in self._entries():
+            try:
+                block = _read_first_certificate(path)
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+            result[server_name] = _summarize_block(block)
+        return result
+
+    def summaries(self) -> Deferred[dict[str, CertificateSummary | None]]:
+        """
+        Summarize every entry, parsing only each file's first certificate
+        (see :class:`ICertificateSummaries`).
+
+        :returns: A Deferred firing with a dict mapping server names to
+            summaries (``None`` for an entry without a certificate).
+        """
+        return self._run(self._summaries)
+
+
+def _with_newline(block: bytes) -> bytes:
+    return block if block.endswith(b"\n") else block + b"\n"
+
+
+@implementer(ICertificateStore, ICertificateSummaries)
+class MemoryStore:
+    """
+    A certificate store in memory, for tests (txacme 0.9's
+    ``txacme.testing.MemoryStore``).
+
+    :param certs: The initial entries (copied).
+    """
+
+    def __init__(
+        self, certs: Mapping[str, Sequence[pem.AbstractPEMObject]] | None = None
+    ) -> None:
+        self._store: dict[str, list[pem.AbstractPEMObject]] = {
+            server_name: list(objects) for server_name, objects in (certs or {}).items()
+        }
+
+    def get(self, server_name: str) -> Deferred[list[pem.AbstractPEMObject]]:
+        """
+        :returns: A Deferred firing with the entry's PEM objects.
+        :raises KeyError: (through the Deferred) if there is no entry.
+        """
+        try:
+            return succeed(list(self._store[server_name]))
+        except KeyError:
+            return fail()
+
+    def store(
+        self, server_name: str, pem_objects: Iterable[pem.AbstractPEMObject]
+    ) -> Deferred[None]:
+        """
+        Replace an entry.
+
+        :returns: A Deferred that has fired.
+        """
+        self._store[server_name] = list(pem_objects)
+        return succeed(None)
+
+    def as_dict(self) -> Deferred[dict[str, list[pem.AbstractPEMObject]]]:
+        """
+        :returns: A Deferred firing with a copy of every entry.
+        """
+        return succeed(
+            {server_name: list(objects) for server_name, objects in self._store.items()}
+        )
+
+    def summaries(self) -> Deferred[dict[str, CertificateSummary | None]]:
+        """
+        :returns: A Deferred firing with every entry's summary.
+        """
+        return succeed(
+            {
+                server_name: summarize(objects)
+                for server_name, objects in self._store.items()
+            }
+        )
+
+
+def _jwk_from_pem(content: bytes, path: str) -> JWK:
+    try:
+        key = serialization.load_pem_private_key(content, password=None)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{path} is not a usable account key (refusing to create a new "
+            f"account in its place; restore it or remove it): {error}"
+        ) from error
+    if isinstance(key, rsa.RSAPrivateKey):
+        return JWKRSA(key=key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return JWKEC(key=key)
+    raise ValueError(f"{path} holds a {type(key).__name__}, not an RSA or ECDSA key")
+
+
+def load_or_create_client_key(pem_path: PathLike) -> JWK:
+    """
+    Load the ACME account key from ``client.key`` in a directory, or create
+    it (RSA 2048, txacme 0.9's choice; PEM, mode 0600) if there is none.
+
+    The key file is created atomically (it appears whole or not at all) and
+    an existing one is never replaced, not even by a concurrent caller: each
+    gets the key that won.  This blocks (RSA key generation takes tens of
+    milliseconds); call it before starting the reactor, or in a thread.
+
+    :param pem_path: The directory (a :class:`~twisted.python.filepath.FilePath`
+        or a path); it is created (mode 0700) if missing.
+    :returns: The key, as a :class:`josepy.jwk.JWKRSA` (or
+        :class:`josepy.jwk.JWKEC` for an ECDSA key someone put there).
+    :raises ValueError: If the file exists but is not a PEM RSA or ECDSA
+        private key: a corrupt key is not silently replaced by a new account.
+    """
+    directory = _as_directory(pem_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, CLIENT_KEY_NAME)
+    try:
+        with open(path, "rb") as key_file:
+            return _jwk_from_pem(key_file.read(), path)
+    except FileNotFoundError:
+        pass
+    key = generate_private_key("rsa")
+    content = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    if _create_exclusively(directory, CLIENT_KEY_NAME, content):
+        _log.info("Created a new ACME account key in {path}", path=path)
+        return JWKRSA(key=key)
+    with open(path, "rb") as key_file:
+        return _jwk_from_pem(key_file.read(), path)
