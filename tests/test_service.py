@@ -15,9 +15,14 @@ it is scheduled for.
 from __future__ import annotations
 
 import math
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -47,7 +52,12 @@ from txacme.service import (
     parse_server_names,
 )
 from txacme.store import CertificateSummary, MemoryStore, summarize
-from txacme.testing import FakeClient, MemoryAcmeServer, NullResponder
+from txacme.testing import (
+    FakeClient,
+    FakeClientController,
+    MemoryAcmeServer,
+    NullResponder,
+)
 from txacme.util import generate_private_key
 
 DAY = 86400.0
@@ -1283,3 +1293,73 @@ class MemoryServerServiceTests(AcmeTestCase):
         """The real client has what the service needs of a client."""
         client: IssuingClient = self.registered_client()
         self.assertTrue(callable(client.renewal_info))
+
+
+class DocumentationTests(TestCase):
+    """What ``docs/service.rst`` shows works as it says."""
+
+    def test_example_script(self) -> None:
+        """
+        ``docs/examples/service.py`` runs as a script: both entries are
+        issued at start (one with two names), each is renewed once in its
+        ARI window (days 60 to 75), replacing the old one, and the service
+        stops.
+        """
+        root = Path(__file__).resolve().parent.parent
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(root / "src"), *filter(None, [environment.get("PYTHONPATH")])]
+        )
+        completed = subprocess.run(
+            [sys.executable, str(root / "docs" / "examples" / "service.py")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=environment,
+            cwd=root,
+            check=False,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr)
+        output = completed.stdout
+        self.assertRegex(output, r"(?m)^ready after 1 s$")
+        self.assertRegex(
+            output,
+            r"(?m)^example\.com\.pem: example\.com, www\.example\.com; "
+            r"valid until 2026-04-01$",
+        )
+        self.assertRegex(output, r"(?m)^example\.org\.pem: example\.org; ")
+        renewals = re.findall(
+            r"(?m)^day (\d+): renewed (\S+) \(replacing the old one\)$", output
+        )
+        self.assertEqual(
+            sorted(name for _, name in renewals), ["example.com.pem", "example.org.pem"]
+        )
+        for renewal_day, _ in renewals:
+            self.assertTrue(60 <= int(renewal_day) <= 75)
+        self.assertRegex(
+            output, r"(?m)^files: client\.key, example\.com\.pem, example\.org\.pem$"
+        )
+        self.assertTrue(output.endswith("stopped\n"))
+
+    def test_fake_client_snippet(self) -> None:
+        """
+        The guide's FakeClient snippet: held back at the CA after the first
+        poll, issued and ready once resumed.
+        """
+        clock = Clock()
+        controller = FakeClientController()
+        client = FakeClient(EC_KEY, clock, controller=controller)
+        service = AcmeIssuingService(
+            cert_store=MemoryStore({"example.com": []}),
+            client_creator=lambda: succeed(client),
+            clock=clock,
+            responders=[NullResponder("http-01")],
+        )
+        controller.pause()
+        service.startService()
+        self.addCleanup(service.stopService)
+        clock.advance(1)
+        self.assertEqual(controller.count(), 1)
+        controller.resume()
+        self.assertTrue(service.ready)
+        self.assertEqual(controller.issued, 1)

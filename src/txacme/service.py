@@ -307,10 +307,6 @@ class _Entry:
     updated_at: float = -math.inf
 
 
-async def _await(awaitable: Awaitable[_T]) -> _T:
-    return await awaitable
-
-
 class AcmeIssuingService(Service):
     """
     A service for keeping certificates issued and renewed: txacme 0.9's
@@ -345,7 +341,8 @@ class AcmeIssuingService(Service):
     **Work.**  At most ``max_concurrent`` issuances run at once, and never
     two for one entry: :meth:`issue_cert` shares an issuance in flight.
     New private keys are generated in the reactor's thread pool when
-    ``clock`` is a reactor with threads (:class:`IReactorThreads`), and
+    ``clock`` is a reactor with threads
+    (:class:`~twisted.internet.interfaces.IReactorThreads`), and
     synchronously otherwise (a :class:`~twisted.internet.task.Clock` in
     tests), so that tests stay deterministic.
 
@@ -397,6 +394,7 @@ class AcmeIssuingService(Service):
     :ivar check_interval: As given.
     :ivar reissue_interval: As given (``None``: derived from lifetimes).
     :ivar panic_interval: As given (``None``: derived from lifetimes).
+    :ivar max_concurrent: As given.
     :ivar ready: Whether the first check since the service started has
         finished (see :meth:`when_certs_valid`).
     """
@@ -1096,7 +1094,7 @@ class AcmeIssuingService(Service):
         return self._client.subscribe()
 
     async def _create_client(self) -> IssuingClient:
-        client = await _await(self._client_creator())
+        client = await self._client_creator()
         self._client_instance = client
         try:
             await client.register(
