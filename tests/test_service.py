@@ -446,6 +446,52 @@ class IssueOnStartTests(ServiceTestCase):
         self.assertNotIn(key_pem.splitlines()[1], text)
 
 
+class SlowStore(MemoryStore):
+    """A MemoryStore whose summaries can be held back, as a slow disk."""
+
+    def __init__(self, certs: dict[str, list[pem.AbstractPEMObject]]) -> None:
+        super().__init__(certs)
+        self.hold = False
+        self.held: list[tuple[Deferred[Any], dict[str, Any]]] = []
+
+    def summaries(self) -> Deferred[dict[str, CertificateSummary | None]]:
+        if not self.hold:
+            return super().summaries()
+        snapshot = self.successful(super().summaries())
+        waiting: Deferred[dict[str, CertificateSummary | None]] = Deferred()
+        self.held.append((waiting, snapshot))
+        return waiting
+
+    @staticmethod
+    def successful(deferred: Deferred[Any]) -> Any:
+        results: list[Any] = []
+        deferred.addCallback(results.append)
+        return results[0]
+
+
+class StoreRaceTests(ServiceTestCase):
+    """What the service stored is newer than a store read begun before."""
+
+    def test_stale_read_ignored(self) -> None:
+        """
+        A check whose (slow) read of the store began before an issuance
+        stored its certificate does not take the entry for missing and
+        issue it again.
+        """
+        store = SlowStore({"a.example": []})
+        service, _ = self.make_service(store, check_interval=timedelta(hours=1))
+        store.hold = True
+        service.startService()
+        [(first_read, snapshot)] = store.held
+        issued = service.issue_cert("a.example")
+        pump(self.clock, 1)
+        self.successResultOf(issued)
+        first_read.callback(snapshot)
+        pump(self.clock, 10)
+        self.assertEqual(len(self.fake.orders), 1)
+        self.assertTrue(service.ready)
+
+
 class RenewalTimingTests(ServiceTestCase):
     """Certificates are renewed when the time comes, not before."""
 
@@ -1288,6 +1334,40 @@ class MemoryServerServiceTests(AcmeTestCase):
         pump(self.clock, 10 * DAY)
         self.assertEqual(len(server.requests), requests)
         self.assertEqual(server.certificates, [])
+
+    def test_issue_cert_shares_with_check(self) -> None:
+        """
+        ``issue_cert`` while the start-up issuance of the entry is being
+        validated shares it: one order reaches the server.
+        """
+        server = self.make_server(validation_delay=30)
+        store = MemoryStore({"a.example": []})
+        service = self.start(store, server)
+        pump(self.clock, 5)
+        first = service.issue_cert("a.example")
+        second = service.issue_cert("a.example")
+        self.assertNoResult(first)
+        pump(self.clock, 60)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(len(server.orders), 1)
+        self.verify(store, "a.example", ["a.example"], server)
+
+    def test_concurrency_bound(self) -> None:
+        """
+        With slow validation, no more than ``max_concurrent`` orders are in
+        flight at the server at once; every entry is issued.
+        """
+        server = self.make_server(validation_delay=30)
+        names = [f"n{index}.example" for index in range(5)]
+        store = MemoryStore({name: [] for name in names})
+        service = self.start(store, server, max_concurrent=2)
+        pump(self.clock, 5)
+        self.assertEqual(len(server.orders), 2)
+        ready = service.when_certs_valid()
+        pump(self.clock, 300)
+        self.successResultOf(ready)
+        self.assertEqual(len(server.certificates), 5)
 
     def test_client_provides_issuing_client(self) -> None:
         """The real client has what the service needs of a client."""
