@@ -106,6 +106,8 @@ _STANDARD_LIBRARY = (
     "datetime",
     "ipaddress",
     "inspect",
+    "os",
+    "pathlib",
     "random",
     "types",
 )
