@@ -63,7 +63,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pem
 from attrs import define, field, frozen
@@ -77,6 +77,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorCore,
     IReactorThreads,
     IReactorTime,
@@ -114,6 +115,10 @@ from txacme.store import (
 )
 from txacme.urls import LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY
 from txacme.util import PrivateKey, check_directory_url_type, generate_private_key
+
+if TYPE_CHECKING:
+    # The type of SSL.NO_OVERLAPPING_PROTOCOLS, for annotations only.
+    from OpenSSL.SSL import _NoOverlappingProtocols
 
 __all__ = [
     "CHALLENGE_TYPES",
@@ -584,6 +589,7 @@ class ServedCertificates:
             context.add_extra_chain_cert(issuer)
         context.check_privatekey()
         context.set_tlsext_servername_callback(self._server_name_received)
+        context.set_alpn_select_callback(_select_protocol)
         return context
 
     # Serving.
@@ -647,6 +653,28 @@ class ServedCertificates:
         server name selects another.
         """
         return SSL.Connection(self.default_context())
+
+
+def _select_protocol(
+    connection: SSL.Connection, offered: list[bytes]
+) -> bytes | _NoOverlappingProtocols:
+    """
+    Select the first protocol of the server's factory (an
+    :class:`~twisted.internet.interfaces.IProtocolNegotiationFactory`, such
+    as a ``twisted.web`` site) that the client offers; without one, go on
+    without ALPN rather than fail the handshake as Twisted's own ALPN
+    selection does.
+    """
+    tls_protocol = connection.get_app_data()
+    factory = getattr(getattr(tls_protocol, "factory", None), "wrappedFactory", None)
+    negotiating = IProtocolNegotiationFactory(factory, None)
+    acceptable: list[bytes] = (
+        list(negotiating.acceptableProtocols()) if negotiating is not None else []
+    )
+    for protocol in acceptable:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def _served_names(summary: CertificateSummary) -> tuple[str, ...]:
