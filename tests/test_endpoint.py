@@ -713,6 +713,31 @@ class SlowStore:
         for waiter, snapshot in self.waiting:
             snapshot.chainDeferred(waiter)
 
+    def get(self, server_name: str) -> Deferred[Any]:
+        return self.wrapped.get(server_name)
+
+    def store(self, server_name: str, objects: Any) -> Deferred[None]:
+        return self.wrapped.store(server_name, objects)
+
+
+@define
+class FlakyStore:
+    """A store whose ``as_dict`` fails while ``failing``."""
+
+    wrapped: MemoryStore
+    failing: bool = False
+
+    def as_dict(self) -> Deferred[Any]:
+        if self.failing:
+            return fail(OSError("the disk is gone"))
+        return self.wrapped.as_dict()
+
+    def get(self, server_name: str) -> Deferred[Any]:
+        return self.wrapped.get(server_name)
+
+    def store(self, server_name: str, objects: Any) -> Deferred[None]:
+        return self.wrapped.store(server_name, objects)
+
 
 # -- the endpoint ----------------------------------------------------------------------
 
@@ -969,6 +994,47 @@ class AutoTLSEndpointTests(TestCase):
             factory_handshake(tls_port.factory, "hand.example").certificate, by_hand
         )
         self.clock.advance(3600)
+        self.assertEqual(
+            factory_handshake(tls_port.factory, "hand.example").certificate, by_hand
+        )
+
+    def test_listens_before_reading_the_store(self) -> None:
+        """
+        The port listens before the store is read (twistd binds privileged
+        ports before dropping privileges); if the store cannot be read,
+        the ports are closed and listening fails.
+        """
+        store = SlowStore(self.store)
+        self.store = cast(Any, store)
+        endpoint = self.endpoint(challenges=["http-01"], http01_endpoint=self.http)
+        listening = endpoint.listen(Factory.forProtocol(Protocol))
+        self.assertNoResult(listening)
+        self.assertEqual((len(self.tls.ports), len(self.http.ports)), (1, 1))
+        store.waiting[0][0].errback(PermissionError("certs: permission denied"))
+        self.failureResultOf(listening, PermissionError)
+        self.assertTrue(self.tls.ports[0].stopped)
+        self.assertTrue(self.http.ports[0].stopped)
+        self.assertEqual(endpoint.service, None)
+
+    def test_reload_failure_is_not_fatal(self) -> None:
+        """
+        A periodic reload that fails is logged, and the next one still
+        runs.
+        """
+        store = FlakyStore(self.store)
+        self.store = cast(Any, store)
+        endpoint = self.endpoint(check_interval=timedelta(hours=1))
+        self.listen(endpoint)
+        by_hand = issue(["hand.example"], KEYS[2])
+        self.successResultOf(
+            store.wrapped.store("hand.example", entry(by_hand, KEYS[2]))
+        )
+        store.failing = True
+        self.clock.advance(3600)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        store.failing = False
+        self.clock.advance(3600)
+        (tls_port,) = self.tls.ports
         self.assertEqual(
             factory_handshake(tls_port.factory, "hand.example").certificate, by_hand
         )

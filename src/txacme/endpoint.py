@@ -1,12 +1,12 @@
-"""
+r"""
 Server endpoints that serve TLS with certificates from an ACME CA: the
 ``le:``, ``lets:`` and ``acme:`` endpoint strings, as in txacme 0.9, so that
 one option turns a Twisted server into an HTTPS server::
 
     twistd web --listen le:/srv/www/certs:tcp:443 --path /srv/www/root
 
-The description, in Twisted's endpoint string syntax (``\\:`` is a colon
-inside a value, ``\\=`` an equals sign, ``\\\\`` a backslash)::
+The description, in Twisted's endpoint string syntax (``\:`` is a colon
+inside a value, ``\=`` an equals sign, ``\\`` a backslash)::
 
     le:<directory>:<endpoint>[:option=value ...]      Let's Encrypt
     lets:<directory>:<endpoint>[:option=value ...]    Let's Encrypt staging
@@ -16,8 +16,10 @@ inside a value, ``\\=`` an equals sign, ``\\\\`` a backslash)::
 one ``<name>.pem`` file per certificate, and the account key ``client.key``).
 ``<endpoint>`` is the endpoint to listen on, for example ``tcp:443``: every
 positional argument after the directory, joined by colons, and every keyword
-argument that is not an option below (``tcp:443:interface=::1`` works as is;
-``tcp\\:443`` is the same as ``tcp:443``).  The options:
+argument that is not an option below (``tcp6:443:interface=\:\:1`` works
+as is; ``tcp\:443`` is the same as ``tcp:443``).  The directory is created
+(mode 0700) when the description is parsed, if it does not exist.  The
+options:
 
 ``directory=<URL>``
     ``acme:`` only, and required there: the CA's ACME directory URL (https).
@@ -55,6 +57,12 @@ entry's, else the first entry's by name, else a self-signed one made at
 start (so that the port comes up before the first certificate is issued).
 Certificates are reloaded as soon as the service stores them, and the whole
 store every ``check`` interval (for files changed by hand).
+
+The parts are public: :class:`AutoTLSEndpoint` (the endpoint, built from
+Python), :class:`ServedCertificates` (SNI from a store, for any TLS
+server), :func:`parse_endpoint_options` and :func:`endpoint_from_options`.
+:func:`~txacme.store.load_or_create_client_key` is importable from here too,
+where txacme 0.9 had it.
 """
 
 from __future__ import annotations
@@ -814,6 +822,15 @@ class _AcmePort:
         return self.port.getHost()
 
 
+@deferred_async
+async def _reload_logging_errors(certificates: ServedCertificates) -> None:
+    """Reload, logging a failure: the next reload may work."""
+    try:
+        await certificates.reload()
+    except Exception:
+        _log.failure("Reloading the certificates from the store failed")
+
+
 @implementer(IStreamServerEndpoint)
 @define
 class AutoTLSEndpoint:
@@ -911,7 +928,6 @@ class AutoTLSEndpoint:
             certificates = ServedCertificates(
                 self.cert_store, default_name=self._default_name()
             )
-        await certificates.reload()
 
         responders: list[IResponder] = []
         creator: IOpenSSLServerConnectionCreator = certificates
@@ -925,18 +941,24 @@ class AutoTLSEndpoint:
                 http01 = HTTP01Responder()
                 responders.append(http01)
 
+        # Listen before anything else (twistd binds privileged ports before
+        # it drops privileges, and runs the rest after); until the store is
+        # read, clients get the self-signed default certificate.
         factory = TLSMemoryBIOFactory(
             creator, False, cast(Any, protocolFactory), clock=self.reactor
         )
         port: IListeningPort = await self.sub_endpoint.listen(factory)
         http01_port: IListeningPort | None = None
-        if http01 is not None:
-            assert self.http01_endpoint is not None
-            try:
+        try:
+            if http01 is not None:
+                assert self.http01_endpoint is not None
                 http01_port = await self.http01_endpoint.listen(_challenge_site(http01))
-            except BaseException:
-                await maybeDeferred(port.stopListening)
-                raise
+            await certificates.reload()
+        except BaseException:
+            if http01_port is not None:
+                await maybeDeferred(http01_port.stopListening)
+            await maybeDeferred(port.stopListening)
+            raise
 
         reactor, directory = self.reactor, self.directory
 
@@ -961,11 +983,9 @@ class AutoTLSEndpoint:
         )
         self.service = service
         service.startService()
-        reloads = LoopingCall(certificates.reload)
+        reloads = LoopingCall(_reload_logging_errors, certificates)
         reloads.clock = self.reactor
-        reloads.start(self.check_interval.total_seconds(), now=False).addErrback(
-            lambda failure: _log.failure("Reloading the certificates failed", failure)
-        )
+        reloads.start(self.check_interval.total_seconds(), now=False)
         _log.info(
             "Serving TLS on {address} with certificates from {store}, issued by "
             "{directory}",
