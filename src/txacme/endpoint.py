@@ -82,6 +82,7 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
@@ -818,7 +819,7 @@ class _AcmePort:
                 await maybeDeferred(self.http01_port.stopListening)
             await maybeDeferred(self.port.stopListening)
 
-    def getHost(self) -> Any:
+    def getHost(self) -> IAddress:
         return self.port.getHost()
 
 
