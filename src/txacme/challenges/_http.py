@@ -10,7 +10,7 @@ from typing import Any
 
 from acme import challenges
 from attrs import define, field, frozen, validators
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -21,7 +21,14 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    URI,
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IRequest, IResponse
@@ -117,16 +124,33 @@ class SelfCheckFailed(Exception):
 
     :ivar server_name: The name whose challenge was checked.
     :ivar url: The URL fetched, ``http://<name>/.well-known/acme-challenge/<token>``.
+    :ivar address: Where the check connected instead of the name's port 80
+        (:attr:`SelfCheck.address`), or ``None``.
     :ivar reason: What went wrong, in words: the connection failed, the
         status was not 200, the body was not the key authorization, or no
         answer came in time.
     """
 
-    def __init__(self, server_name: str, url: str, reason: str) -> None:
-        super().__init__(f"http-01 self-check for {server_name} failed: {url} {reason}")
+    def __init__(
+        self,
+        server_name: str,
+        url: str,
+        reason: str,
+        address: tuple[str, int] | None = None,
+    ) -> None:
+        where = "" if address is None else f" (connecting to {_hostport(address)})"
+        super().__init__(
+            f"http-01 self-check for {server_name} failed: {url}{where} {reason}"
+        )
         self.server_name = server_name
         self.url = url
+        self.address = address
         self.reason = reason
+
+
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _token_url(server_name: str, challenge: challenges.HTTP01) -> str:
@@ -167,7 +191,7 @@ class _ConnectTo:
 class _BoundedBody(Protocol):
     """
     Collects a response body of at most :data:`_MAX_BODY` bytes; a longer
-    one fails :attr:`done` and the connection is aborted.
+    one fails :attr:`done` and the connection is closed.
     """
 
     def __init__(self) -> None:
@@ -175,8 +199,9 @@ class _BoundedBody(Protocol):
         self._body = bytearray()
 
     def _cancel(self, done: Deferred[bytes]) -> None:
+        # The body's transport proxies the connection's loseConnection only.
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.done.called:
@@ -185,7 +210,7 @@ class _BoundedBody(Protocol):
         if len(self._body) > _MAX_BODY:
             self.done.errback(ValueError(f"a body longer than {_MAX_BODY} bytes"))
             assert self.transport is not None
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self.done.called:
@@ -196,6 +221,17 @@ class _BoundedBody(Protocol):
             self.done.callback(bytes(self._body))
         else:
             self.done.errback(reason)
+
+
+def _describe(error: Exception) -> str:
+    """
+    An error in words; for the HTTP client's wrapping errors, those they
+    wrap.
+    """
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(str(reason.value) for reason in reasons)
+    return str(error) or type(error).__name__
 
 
 def _excerpt(body: bytes) -> str:
@@ -265,28 +301,37 @@ class SelfCheck:
         """
         url = _token_url(server_name, challenge)
         fetching = Deferred.fromCoroutine(self._fetch(server_name, url))
-        fetching.addTimeout(self.timeout, IReactorTime(self.reactor))
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            fetching.cancel()
+
+        timer = IReactorTime(self.reactor).callLater(self.timeout, expire)
         try:
             code, phrase, body = await fetching
         except CancelledError:
-            raise
-        except TimeoutError:
+            if not expired:
+                raise
             reason = f"gave no answer within {self.timeout:g} seconds"
-            raise SelfCheckFailed(server_name, url, reason) from None
+            raise SelfCheckFailed(server_name, url, reason, self.address) from None
         except Exception as error:
-            reason = f"could not be fetched: {error}"
-            raise SelfCheckFailed(server_name, url, reason) from error
+            reason = f"could not be fetched: {_describe(error)}"
+            raise SelfCheckFailed(server_name, url, reason, self.address) from error
+        finally:
+            if timer.active():
+                timer.cancel()
         if code != 200:
             reason = (
                 f"answered {code} {phrase.decode('latin-1')} "
                 "instead of 200 with the key authorization"
             )
-            raise SelfCheckFailed(server_name, url, reason)
+            raise SelfCheckFailed(server_name, url, reason, self.address)
         if body.strip() != response.key_authorization.encode("ascii"):
             reason = (
                 f"answered the body {_excerpt(body)} instead of the key authorization"
             )
-            raise SelfCheckFailed(server_name, url, reason)
+            raise SelfCheckFailed(server_name, url, reason, self.address)
         _log.debug("http-01: self-check passed for {url}", url=url)
 
     async def _fetch(self, server_name: str, url: str) -> tuple[int, bytes, bytes]:
@@ -303,11 +348,19 @@ class SelfCheck:
             self.reactor, _ConnectTo(self.reactor, host, port), pool=pool
         )
         try:
-            answer: IResponse = await agent.request(
-                b"GET",
-                url.encode("ascii"),
-                Headers({b"user-agent": [_USER_AGENT]}),
-            )
+            try:
+                answer: IResponse = await agent.request(
+                    b"GET",
+                    url.encode("ascii"),
+                    Headers({b"user-agent": [_USER_AGENT]}),
+                )
+            except (ResponseFailed, RequestTransmissionFailed) as error:
+                # A cancelled request fails with its CancelledError wrapped.
+                if any(
+                    isinstance(reason.value, CancelledError) for reason in error.reasons
+                ):
+                    raise CancelledError() from error
+                raise
             reader = _BoundedBody()
             answer.deliverBody(reader)  # type: ignore[no-untyped-call]
             body = await reader.done
