@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from acme import challenges
@@ -121,28 +122,31 @@ def closed_port() -> int:
     return port
 
 
-class LoopbackTestCase(TypedAssertions, TestCase):
+class Loopback:
     """
-    A test case on the real reactor whose servers (ports and connections)
-    and client connections are closed when each test ends.
+    Servers on 127.0.0.1 and an HTTP client, all closed (ports and
+    connections) by the cleanups it registers with ``add_cleanup``.
+
+    :ivar endpoint: A :class:`LoopbackEndpoint` on a free port.
+    :ivar trackers: The connection trackers of every server listening.
+    :ivar http: A treq client.
     """
 
-    timeout = 30
-
-    def setUp(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
+    def __init__(
+        self, reactor: Any, add_cleanup: Callable[[Callable[..., object]], None]
+    ) -> None:
+        self.reactor = reactor
+        self._add_cleanup = add_cleanup
         self.trackers: list[ConnectionTracker] = []
         self.endpoint = LoopbackEndpoint(reactor, self.trackers)
         pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-        self.addCleanup(pool.closeCachedConnections)
+        add_cleanup(pool.closeCachedConnections)
         self.http = HTTPClient(Agent(reactor, pool=pool))  # type: ignore[no-untyped-call]
 
     async def serve(self, factory: Any) -> int:
         """Serve ``factory`` on a free loopback port until the test ends."""
         listening = await self.endpoint.listen(factory)
-        self.addCleanup(self.close, listening)
+        self._add_cleanup(lambda: self.close(listening))
         return port_of(listening)
 
     async def serve_standalone(
@@ -150,10 +154,12 @@ class LoopbackTestCase(TypedAssertions, TestCase):
     ) -> int:
         """Run ``responder.listen`` on a free loopback port until the test ends."""
         listening = await responder.listen(self.endpoint, self.reactor, timeout)
-        self.addCleanup(self.close, listening)
+        self._add_cleanup(lambda: self.close(listening))
         return port_of(listening)
 
     def close(self, listening: IListeningPort) -> Deferred[None]:
+        """Stop ``listening`` and close every server connection."""
+
         async def close() -> None:
             await maybeDeferred(listening.stopListening)
             for tracker in self.trackers:
@@ -177,6 +183,24 @@ class LoopbackTestCase(TypedAssertions, TestCase):
                 for name, values in response.headers.getAllRawHeaders()
             },
         )
+
+
+class LoopbackTestCase(TypedAssertions, TestCase):
+    """
+    A test case on the real reactor with a :class:`Loopback`.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.loopback = Loopback(reactor, self.addCleanup)
+        self.trackers = self.loopback.trackers
+        self.serve = self.loopback.serve
+        self.serve_standalone = self.loopback.serve_standalone
+        self.fetch = self.loopback.fetch
 
 
 # -- resources standing in for misconfigured servers -----------------------------------
