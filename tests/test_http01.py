@@ -63,11 +63,18 @@ class ConnectionTracker(WrappingFactory):
     """
     Wraps a server factory: :meth:`close_all` aborts every connection and
     fires once they are all gone.
+
+    :ivar connections: How many connections were made to the server.
     """
 
     def __init__(self, wrapped: Any) -> None:
         super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self._waiting: list[Deferred[None]] = []
+        self.connections = 0
+
+    def registerProtocol(self, p: Any) -> None:
+        super().registerProtocol(p)  # type: ignore[no-untyped-call]
+        self.connections += 1
 
     def unregisterProtocol(self, p: Any) -> None:
         super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
