@@ -6,11 +6,18 @@ sequence of :func:`txacme.client.issue_certificate` against
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import Any
 
-from tests.support import AcmeTestCase
+from acme import messages
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionRefusedError
+
+from tests.support import EC_KEY, AcmeTestCase
 from txacme.challenges import HTTP01Responder
-from txacme.client import PollingPolicy, issue_certificate
+from txacme.client import Client, JWSClient, PollingPolicy, issue_certificate
+from txacme.errors import NetworkError
 from txacme.util import csr_for_names, generate_private_key
 
 _CERT_KEY = generate_private_key("p256")
@@ -80,3 +87,149 @@ class IssueCertificateRequestsTests(AcmeTestCase):
         self.assertEqual(endpoints.count("order"), 1)
         self.assertEqual(endpoints.index("order"), endpoints.index("finalize") + 1)
         self.assertNotIn("newNonce", endpoints)
+
+
+class _HeldTreq:
+    """
+    A treq client whose answers are held back until :meth:`release`, so
+    that requests stay in flight; or fail, with :meth:`fail_oldest`.
+    """
+
+    def __init__(self, treq: Any) -> None:
+        self._treq = treq
+        self.holding = True
+        self._held: list[tuple[Deferred[Any], Deferred[Any]]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        answer: Deferred[Any] = self._treq.request(method, url, **kwargs)
+        if not self.holding:
+            return answer
+        held: Deferred[Any] = Deferred()
+        self._held.append((answer, held))
+        return held
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    def release(self) -> None:
+        """Deliver the oldest held answer."""
+        answer, held = self._held.pop(0)
+        answer.chainDeferred(held)
+
+    def fail_oldest(self) -> None:
+        """Fail the oldest held request as if the connection was refused."""
+        answer, held = self._held.pop(0)
+        answer.addErrback(lambda _: None)
+        held.errback(ConnectionRefusedError())  # type: ignore[no-untyped-call]
+
+    def release_all(self, limit: int = 100) -> None:
+        """Deliver held answers (also those of requests made meanwhile)."""
+        for _ in range(limit):
+            if not self._held:
+                return
+            self.release()
+
+
+class NonceWaitTests(AcmeTestCase):
+    """
+    A signed request that finds the nonce pool empty while others are in
+    flight waits for the nonce their answers bring.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.held = _HeldTreq(self.server.treq_client())
+        self.client = self.make_client_on(self.held)
+        self.held.release_all()
+        self.held.holding = True
+
+    def make_client_on(self, treq: Any, **arguments: Any) -> Client:
+        jws = JWSClient(treq, EC_KEY, ES256, reactor=self.clock, **arguments)
+        self.held.holding = False
+        client = self.successResultOf(
+            Client.from_url(self.clock, self.server.directory_url, EC_KEY, ES256, jws)
+        )
+        self.successResultOf(
+            client.register(
+                messages.NewRegistration.from_data(terms_of_service_agreed=True)
+            )
+        )
+        return client
+
+    def test_waits_instead_of_new_nonce(self) -> None:
+        """
+        Four orders at once with one pooled nonce: one request is sent, the
+        others wait; each answer's nonce sends the next; ``newNonce`` is
+        never asked.
+        """
+        orders = [self.client.new_order([f"n{index}.example"]) for index in range(4)]
+        self.assertEqual(self.held.in_flight, 1)
+        self.held.release_all()
+        for order in orders:
+            self.successResultOf(order)
+        self.assertEqual(self.server.request_counts()["newNonce"], 0)
+        self.assertEqual(self.server.request_counts()["newOrder"], 4)
+
+    def test_failed_request_hands_over(self) -> None:
+        """
+        When the request in flight fails without an answer, the waiting
+        request asks ``newNonce`` and goes on.
+        """
+        first = self.client.new_order(["a.example"])
+        second = self.client.new_order(["b.example"])
+        self.assertEqual(self.held.in_flight, 1)
+        self.held.fail_oldest()
+        self.assertIsInstance(self.failureResultOf(first).value, NetworkError)
+        self.held.release_all()
+        self.successResultOf(second)
+        self.assertEqual(self.server.request_counts()["newNonce"], 1)
+
+    def test_wait_is_bounded(self) -> None:
+        """
+        A request waits at most ``nonce_wait`` seconds for a nonce, then
+        asks ``newNonce``; the late nonce goes into the pool.
+        """
+        first = self.client.new_order(["a.example"])
+        second = self.client.new_order(["b.example"])
+        self.assertEqual(self.held.in_flight, 1)
+        self.clock.advance(0.9)
+        self.assertEqual(self.held.in_flight, 1)
+        self.clock.advance(0.1)
+        # The newNonce request of the second order is in flight now too.
+        self.assertEqual(self.held.in_flight, 2)
+        self.held.release_all()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.server.request_counts()["newNonce"], 1)
+
+    def test_cancelled_waiter_forgotten(self) -> None:
+        """
+        A request cancelled while waiting for a nonce leaves no waiter
+        behind: the nonce of the answer in flight goes to the pool, and the
+        next request uses it without asking ``newNonce``.
+        """
+        first = self.client.new_order(["a.example"])
+        second = self.client.new_order(["b.example"])
+        second.cancel()
+        self.failureResultOf(second, CancelledError)
+        self.held.release_all()
+        self.successResultOf(first)
+        third = self.client.new_order(["c.example"])
+        self.held.release_all()
+        self.successResultOf(third)
+        self.assertEqual(self.server.request_counts()["newNonce"], 0)
+
+    def test_no_wait(self) -> None:
+        """With ``nonce_wait=0`` an empty pool means ``newNonce`` at once."""
+        self.server = self.make_server()
+        self.held = _HeldTreq(self.server.treq_client())
+        client = self.make_client_on(self.held, nonce_wait=0)
+        self.held.holding = True
+        first = client.new_order(["a.example"])
+        second = client.new_order(["b.example"])
+        self.assertEqual(self.held.in_flight, 2)
+        self.held.release_all()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.server.request_counts()["newNonce"], 1)

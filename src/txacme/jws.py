@@ -134,10 +134,13 @@ class JWSClient:
     HTTP client using JWS-signed messages (RFC 8555 §6.2).
 
     It keeps a pool of nonces fed by the ``Replay-Nonce`` header of every
-    response, and asks ``newNonce`` only when the pool is empty; a
-    ``badNonce`` answer is retried (at most ``max_nonce_retries`` times) with
-    the nonce that came with it.  Any number of requests may be in flight at
-    once.
+    response.  When the pool is empty while signed requests are in flight,
+    a request waits (at most ``nonce_wait`` seconds) for the nonce one of
+    their answers brings rather than ask ``newNonce``: many issuances at
+    once then cost the CA no more requests than one at a time.  ``newNonce``
+    is asked only when no nonce is to be had otherwise.  A ``badNonce``
+    answer is retried (at most ``max_nonce_retries`` times) with the nonce
+    that came with it.  Any number of requests may be in flight at once.
 
     Requests are signed with ``kid`` (the account URL) once :attr:`kid` is
     set (:meth:`txacme.client.Client.register` sets it), and with ``jwk``
@@ -158,6 +161,9 @@ class JWSClient:
     :param retry_policy: When to retry after ``rateLimited``,
         ``serverInternal`` and 5xx answers (default :class:`RetryPolicy()
         <RetryPolicy>`).
+    :param nonce_wait: The longest a signed request waits for a nonce from
+        the answer to a request in flight before it asks ``newNonce``; 0
+        never waits.  (Without a reactor it never waits either.)
 
     :ivar kid: The account URL used as ``kid``, or ``None``.
     :ivar new_nonce_url: The directory's ``newNonce`` URL (set by
@@ -175,6 +181,7 @@ class JWSClient:
         timeout: float = 60.0,
         max_nonce_retries: int = 20,
         retry_policy: RetryPolicy | None = None,
+        nonce_wait: float = 1.0,
     ) -> None:
         # StubTreq makes its methods at run time, unseen by type checkers.
         self._treq = cast(TreqClient, treq_client)
@@ -187,7 +194,12 @@ class JWSClient:
         self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy()
         self.kid: str | None = None
         self.new_nonce_url: str | None = None
+        self.nonce_wait = nonce_wait
         self._nonces: list[bytes] = []
+        # Signed requests sent and not yet answered: each answer should
+        # bring a nonce, handed to the oldest waiter first.
+        self._in_flight = 0
+        self._nonce_waiters: list[Deferred[bytes | None]] = []
 
     #: The most nonces kept; a nonce unused for long may expire anyway.
     MAX_POOLED_NONCES = 128
@@ -294,18 +306,67 @@ class JWSClient:
         self._keep_nonce(_response_nonce(response))
 
     def _keep_nonce(self, nonce: bytes | None) -> None:
-        if nonce is not None:
+        """
+        Hand a nonce to the oldest waiting request, or pool it; without a
+        nonce, make sure no request waits for one that cannot come.
+        """
+        if nonce is None:
+            self._nonce_lost()
+        elif self._nonce_waiters:
+            self._nonce_waiters.pop(0).callback(nonce)
+        else:
             self._nonces.append(nonce)
             if len(self._nonces) > self.MAX_POOLED_NONCES:
                 del self._nonces[0]
 
+    def _nonce_lost(self) -> None:
+        """
+        An answer came without a nonce: if no request is in flight any
+        more, the oldest waiter stops waiting and asks ``newNonce``.
+        """
+        if self._in_flight == 0 and self._nonce_waiters:
+            self._nonce_waiters.pop(0).callback(None)
+
+    async def _wait_for_nonce(self) -> bytes | None:
+        """
+        Wait for the nonce of an answer to a request in flight, at most
+        :attr:`nonce_wait` seconds.
+
+        :returns: The nonce, or ``None`` if none came in time.
+        """
+        assert self.reactor is not None
+
+        def forget(waiter: Deferred[bytes | None]) -> None:
+            if waiter in self._nonce_waiters:
+                self._nonce_waiters.remove(waiter)
+
+        waiter: Deferred[bytes | None] = Deferred(forget)
+        self._nonce_waiters.append(waiter)
+
+        def give_up() -> None:
+            if waiter in self._nonce_waiters:
+                self._nonce_waiters.remove(waiter)
+                waiter.callback(None)
+
+        timer = self.reactor.callLater(self.nonce_wait, give_up)
+        try:
+            return await waiter
+        finally:
+            if timer.active():
+                timer.cancel()
+
     async def _get_nonce(self) -> bytes:
         """
-        A fresh nonce: the newest from the pool, or one from ``newNonce``
+        A fresh nonce: the newest from the pool, else the next one an
+        answer to a request in flight brings, else one from ``newNonce``
         (RFC 8555 §7.2).
         """
         if self._nonces:
             return self._nonces.pop()
+        if self._in_flight and self.nonce_wait > 0 and self.reactor is not None:
+            waited = await self._wait_for_nonce()
+            if waited is not None:
+                return waited
         if self.new_nonce_url is None:
             raise MalformedResponse(
                 "No nonce available: the directory has no newNonce URL"
@@ -382,9 +443,19 @@ class JWSClient:
         transient = 0
         while True:
             data = sign(nonce) if sign is not None else None
-            response, body = await self._request(
-                method, url, headers=headers, data=data
-            )
+            if sign is not None:
+                self._in_flight += 1
+            try:
+                response, body = await self._request(
+                    method, url, headers=headers, data=data
+                )
+            except BaseException:
+                if sign is not None:
+                    self._in_flight -= 1
+                    self._nonce_lost()
+                raise
+            if sign is not None:
+                self._in_flight -= 1
             fresh = _response_nonce(response)
             try:
                 self._check_response(response, body, content_type)
@@ -398,7 +469,11 @@ class JWSClient:
                     _log.debug(
                         "badNonce for {url}, retry {count}", url=url, count=bad_nonces
                     )
-                    nonce = fresh if fresh is not None else await self._get_nonce()
+                    if fresh is None:
+                        self._nonce_lost()
+                        nonce = await self._get_nonce()
+                    else:
+                        nonce = fresh
                     continue
                 self._keep_nonce(fresh)
                 delay = self._transient_delay(error, transient)
