@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from acme import challenges
@@ -664,3 +667,62 @@ class SelfCheckTests(LoopbackTestCase):
         results: list[object] = []
         starting.addCallback(results.append)
         self.assertEqual(results, [None])
+
+
+# -- the documentation's example -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ExampleTests(TypedAssertions, TestCase):
+    """``docs/examples/http_01.py`` runs and prints what the page shows."""
+
+    def test_example(self) -> None:
+        """
+        Run as a script, the example serves a token with its content type,
+        404 for another path and for the stopped token, gets a certificate
+        validated over HTTP through the standalone server with the
+        self-check on, and shows the self-check failing where nothing
+        listens.
+        """
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), environment.get("PYTHONPATH", "")]
+        )
+        completed = subprocess.run(
+            [sys.executable, str(ROOT / "docs" / "examples" / "http_01.py")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=environment,
+            cwd=ROOT,
+            check=False,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr)
+        lines = completed.stdout.splitlines()
+        self.assertEqual(
+            lines[:4],
+            [
+                "validator: 200 application/octet-stream, "
+                "body is the key authorization",
+                "other path: 404",
+                "validator after stop: 404",
+                "issued for example.com, www.example.com, validated by http-01",
+            ],
+        )
+        # The operating system words the refused connection.
+        self.assertEqual(len(lines), 5)
+        self.assertRegex(
+            lines[4],
+            r"^self-check failed for example\.com: could not be fetched: "
+            r"Connection was refused",
+        )
+        # The page shows the same output.
+        page = (ROOT / "docs" / "challenges" / "http-01.rst").read_text()
+        for line in lines[:4]:
+            self.assertIn(f"   {line}\n", page)
+        self.assertIn(
+            "   self-check failed for example.com: could not be fetched: "
+            "Connection was refused",
+            page,
+        )
