@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.web.iweb import IBodyProducer
 
 from tests.support import EC_KEY, AcmeTestCase
 from txacme.challenges import HTTP01Responder
@@ -233,3 +234,56 @@ class NonceWaitTests(AcmeTestCase):
         self.successResultOf(first)
         self.successResultOf(second)
         self.assertEqual(self.server.request_counts()["newNonce"], 1)
+
+
+class _RecordingTreq:
+    """A treq client that records the ``data`` of each request."""
+
+    def __init__(self, treq: Any) -> None:
+        self._treq = treq
+        self.bodies: list[Any] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        if "data" in kwargs:
+            self.bodies.append(kwargs["data"])
+        answer: Deferred[Any] = self._treq.request(method, url, **kwargs)
+        return answer
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class RequestBodyTests(AcmeTestCase):
+    """How the JWS of a signed request is handed to treq."""
+
+    def test_body_writes_itself_at_once(self) -> None:
+        """
+        The body is ``bytes`` (what ``StubTreq`` takes) that also provide
+        ``IBodyProducer`` (so that treq sends it with the headers rather
+        than through a ``FileBodyProducer`` a reactor iteration later): its
+        length is its size, and ``startProducing`` writes it whole and
+        returns a Deferred that has fired.
+        """
+        recording = _RecordingTreq(self.server.treq_client())
+        jws = JWSClient(recording, EC_KEY, ES256, reactor=self.clock)
+        client = self.successResultOf(
+            Client.from_url(self.clock, self.server.directory_url, EC_KEY, ES256, jws)
+        )
+        self.successResultOf(
+            client.register(
+                messages.NewRegistration.from_data(terms_of_service_agreed=True)
+            )
+        )
+        [body] = recording.bodies
+        self.assertIsInstance(body, bytes)
+        self.assertTrue(IBodyProducer.providedBy(body))
+        self.assertEqual(body.length, len(body))
+        consumer = _Consumer()
+        self.successResultOf(body.startProducing(consumer))
+        self.assertEqual(b"".join(consumer.written), bytes(body))
+        self.assertIn(b'"protected"', bytes(body))
