@@ -29,6 +29,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -39,6 +40,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from tests.support import EC_KEY, TypedAssertions
+from tests.support import TestCase as SyncTestCase
 from txacme.challenges import HTTP01Responder, SelfCheck, SelfCheckFailed
 from txacme.util import generate_private_key
 
@@ -667,6 +669,44 @@ class SelfCheckTests(LoopbackTestCase):
         results: list[object] = []
         starting.addCallback(results.append)
         self.assertEqual(results, [None])
+
+
+class SelfCheckConnectingTests(SyncTestCase):
+    """
+    The self-check while its connection is still being made, on a
+    ``MemoryReactorClock`` whose connections never complete: the time bound
+    and cancellation cover that phase too.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        self.check = SelfCheck(self.reactor, timeout=5, address=(LOOPBACK, 8080))
+        self.challenge, self.response = http01_challenge()
+
+    def test_timeout_while_connecting(self) -> None:
+        """
+        A connection that is never made fails the check after ``timeout``
+        seconds as a timeout, not as a connection error, and leaves no timer
+        behind.
+        """
+        checking = self.check.check(NAME, self.challenge, self.response)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.reactor.advance(4.9)
+        self.assertNoResult(checking)
+        self.reactor.advance(0.1)
+        error = self.errorOf(checking, SelfCheckFailed)
+        self.assertEqual(error.reason, "gave no answer within 5 seconds")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_cancel_while_connecting(self) -> None:
+        """
+        Cancelling the check while connecting fails it with
+        ``CancelledError`` and cancels its timer.
+        """
+        checking = self.check.check(NAME, self.challenge, self.response)
+        checking.cancel()
+        self.failureResultOf(checking, CancelledError)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
 # -- the documentation's example -------------------------------------------------------

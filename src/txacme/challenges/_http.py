@@ -12,6 +12,7 @@ from acme import challenges
 from attrs import define, field, frozen, validators
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorTime,
@@ -310,12 +311,12 @@ class SelfCheck:
         timer = IReactorTime(self.reactor).callLater(self.timeout, expire)
         try:
             code, phrase, body = await fetching
-        except CancelledError:
-            if not expired:
-                raise
-            reason = f"gave no answer within {self.timeout:g} seconds"
-            raise SelfCheckFailed(server_name, url, reason, self.address) from None
         except Exception as error:
+            if expired:
+                reason = f"gave no answer within {self.timeout:g} seconds"
+                raise SelfCheckFailed(server_name, url, reason, self.address) from None
+            if isinstance(error, CancelledError):
+                raise
             reason = f"could not be fetched: {_describe(error)}"
             raise SelfCheckFailed(server_name, url, reason, self.address) from error
         finally:
@@ -354,8 +355,11 @@ class SelfCheck:
                     url.encode("ascii"),
                     Headers({b"user-agent": [_USER_AGENT]}),
                 )
+            except ConnectingCancelledError as error:
+                # Cancelled while connecting.
+                raise CancelledError() from error
             except (ResponseFailed, RequestTransmissionFailed) as error:
-                # A cancelled request fails with its CancelledError wrapped.
+                # Cancelled later: the CancelledError comes wrapped.
                 if any(
                     isinstance(reason.value, CancelledError) for reason in error.reasons
                 ):
