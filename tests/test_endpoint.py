@@ -914,7 +914,8 @@ class AutoTLSEndpointTests(TestCase):
         does not, a client offering protocols gets none, and its handshake
         succeeds.
         """
-        site = Site(Resource())  # type: ignore[no-untyped-call]
+        # The site's idle timer runs on the test's clock, not the reactor.
+        site = Site(Resource(), reactor=self.clock)  # type: ignore[no-untyped-call]
         self.listen(self.endpoint(), site)
         self.listen(self.endpoint())
         negotiating, plain = self.tls.ports

@@ -105,8 +105,6 @@ from twisted.plugin import IPlugin
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.python.url import URL
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from txacme._deferred import deferred_async
@@ -748,15 +746,6 @@ class _NotifyingStore:
 # -- the endpoint ---------------------------------------------------------------------
 
 
-def _challenge_site(responder: HTTP01Responder) -> Site:
-    """A site answering http-01 at ``/.well-known/acme-challenge`` only."""
-    root = Resource()  # type: ignore[no-untyped-call]
-    well_known = Resource()  # type: ignore[no-untyped-call]
-    root.putChild(b".well-known", well_known)
-    well_known.putChild(b"acme-challenge", responder.resource)
-    return Site(root)  # type: ignore[no-untyped-call]
-
-
 @implementer(IListeningPort)
 class _AcmePort:
     """
@@ -953,7 +942,7 @@ class AutoTLSEndpoint:
         try:
             if http01 is not None:
                 assert self.http01_endpoint is not None
-                http01_port = await self.http01_endpoint.listen(_challenge_site(http01))
+                http01_port = await http01.listen(self.http01_endpoint, self.reactor)
             await certificates.reload()
         except BaseException:
             if http01_port is not None:
