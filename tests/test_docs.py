@@ -99,6 +99,15 @@ def run_example(name: str, *arguments: str) -> str:
     return completed.stdout
 
 
+#: The random label in the names of the in-memory server's CA certificates.
+_CA_LABEL = re.compile(r"(txacme memory (?:alternate )?root(?: \d+)?) [0-9a-f]{6}\b")
+
+
+def _without_ca_label(text: str) -> str:
+    """``text`` with the in-memory CA's random label replaced by ``LABEL``."""
+    return _CA_LABEL.sub(r"\1 LABEL", text)
+
+
 class ExampleScriptTests(DocsTestCase):
     """
     Every example runs as a script and prints what the documentation shows.
@@ -135,6 +144,62 @@ class ExampleScriptTests(DocsTestCase):
         self.assertRegex(output, r"(?m)^names: example\.com, www\.example\.com$")
         self.assertRegex(output, r"(?m)^chain: .+ <- .+$")
         self.assertRegex(output, r"(?m)^verified up to the server's root")
+
+    def test_orders(self) -> None:
+        """
+        ``orders.py`` goes through the order API against the in-memory
+        server (EAB, a DNS name, a wildcard and an IP address in one order,
+        an alternate chain, ARI and ``replaces``, key change, revocation,
+        deactivation), and the orders page shows its output, but for the
+        random label of the server's CA.
+        """
+        output = run_example("orders.py")
+        self.assertRegex(
+            output,
+            r"(?m)^without EAB: ExternalAccountRequired \(externalAccountRequired\)$",
+        )
+        self.assertRegex(output, r"(?m)^account: valid, bound to EAB key id kid-1$")
+        # The rateLimited answer's Retry-After was waited for, and no more.
+        self.assertRegex(output, r"(?m)^order: pending, 3 authorizations, after 5 s$")
+        self.assertRegex(
+            output,
+            r"(?m)^  example\.com: offers http-01, dns-01, tls-alpn-01 -> valid$",
+        )
+        self.assertRegex(output, r"(?m)^  \*\.example\.com: offers dns-01 -> valid$")
+        self.assertRegex(
+            output, r"(?m)^  192\.0\.2\.10: offers http-01, tls-alpn-01 -> valid$"
+        )
+        self.assertRegex(
+            output,
+            r"(?m)^finalized: valid, 2 chains\n"
+            r"  up to txacme memory root (\w+)\n"
+            r"  up to txacme memory alternate root 1 \1$",
+        )
+        self.assertRegex(
+            output,
+            r"(?m)^issued for example\.com, \*\.example\.com, 192\.0\.2\.10\n"
+            r"  up to txacme memory alternate root 1 \w+\n"
+            r"  profile sent: classic$",
+        )
+        self.assertRegex(output, r"(?m)^NotOffered: the CA offers no profile ")
+        self.assertRegex(
+            output,
+            r"(?m)^renewal window: 2026-03-02 to 2026-03-17, ask again in 21600 s$",
+        )
+        self.assertRegex(output, r"(?m)^  replaces= sent: True$")
+        self.assertRegex(
+            output, r"(?m)^new account key; find_registration finds it: True$"
+        )
+        self.assertRegex(output, r"(?m)^revoking again: alreadyRevoked$")
+        self.assertRegex(
+            output, r"(?m)^account: deactivated\nordering again: unauthorized$"
+        )
+        # The page shows the whole output, in order.
+        page = _without_ca_label((DOCS / "orders.rst").read_text())
+        shown = "".join(
+            f"   {line}\n" for line in _without_ca_label(output).splitlines()
+        )
+        self.assertIn(shown, page)
 
     def test_handling_errors(self) -> None:
         """
