@@ -1,7 +1,8 @@
 """
-How few requests the client makes for an issuance (issue 6): the request
-sequence of :func:`txacme.client.issue_certificate` against
-:class:`txacme.testing.MemoryAcmeServer`.
+What keeps the client cheap for the CA and for its own process (issue 6):
+the request sequence of :func:`txacme.client.issue_certificate` against
+:class:`txacme.testing.MemoryAcmeServer`, waiting for nonces rather than
+asking ``newNonce``, and the per-request work of the transport.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from tests.support import EC_KEY, AcmeTestCase
+from tests.support import EC_KEY, AcmeTestCase, TestCase
 from txacme.challenges import HTTP01Responder
-from txacme.client import Client, JWSClient, PollingPolicy, issue_certificate
+from txacme.client import (
+    Client,
+    JWSClient,
+    PollingPolicy,
+    _CachedTLSPolicy,
+    issue_certificate,
+)
 from txacme.errors import NetworkError
 from txacme.util import csr_for_names, generate_private_key
 
@@ -287,3 +296,45 @@ class RequestBodyTests(AcmeTestCase):
         self.successResultOf(body.startProducing(consumer))
         self.assertEqual(b"".join(consumer.written), bytes(body))
         self.assertIn(b'"protected"', bytes(body))
+
+
+@implementer(IPolicyForHTTPS)
+class _CountingPolicy:
+    """An HTTPS policy that counts the creators it makes."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[bytes, int]] = []
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        self.made.append((hostname, port))
+        return object()
+
+
+class CachedTLSPolicyTests(TestCase):
+    """The HTTPS policy of the transport ``Client.from_url`` builds."""
+
+    def test_one_creator_per_netloc(self) -> None:
+        """
+        The TLS connection creator of a host and port is made once and
+        reused; another host or port gets its own.
+        """
+        inner = _CountingPolicy()
+        policy = _CachedTLSPolicy(inner)
+        verifyObject(IPolicyForHTTPS, policy)
+        first = policy.creatorForNetloc(b"acme.example", 443)
+        self.assertIs(policy.creatorForNetloc(b"acme.example", 443), first)
+        self.assertIsNot(policy.creatorForNetloc(b"acme.example", 8443), first)
+        self.assertIsNot(policy.creatorForNetloc(b"cdn.example", 443), first)
+        self.assertEqual(
+            inner.made,
+            [(b"acme.example", 443), (b"acme.example", 8443), (b"cdn.example", 443)],
+        )
+
+    def test_bounded(self) -> None:
+        """The cache holds at most ``MAX_CREATORS`` creators."""
+        inner = _CountingPolicy()
+        policy = _CachedTLSPolicy(inner)
+        for port in range(_CachedTLSPolicy.MAX_CREATORS * 3):
+            policy.creatorForNetloc(b"acme.example", port)
+        self.assertEqual(len(inner.made), _CachedTLSPolicy.MAX_CREATORS * 3)
+        self.assertTrue(len(policy._creators) <= _CachedTLSPolicy.MAX_CREATORS)

@@ -45,6 +45,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.url import URL
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from txacme._deferred import deferred_async
 from txacme._headers import parse_retry_after
@@ -1411,10 +1413,43 @@ def _default_jws_client(
     pool.maxPersistentPerHost = 8
     agent = Agent(  # type: ignore[no-untyped-call]
         reactor,
-        contextFactory=BrowserLikePolicyForHTTPS(),  # type: ignore[no-untyped-call]
+        contextFactory=_CachedTLSPolicy(
+            BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]
+        ),
         pool=pool,
     )
     return JWSClient(HTTPClient(agent), key, alg, reactor=reactor), pool
+
+
+@implementer(IPolicyForHTTPS)
+class _CachedTLSPolicy:
+    """
+    An HTTPS policy that makes the TLS connection creator of each host and
+    port once, and then reuses it.
+
+    ``Agent`` asks its policy for a creator on every request, also one sent
+    over a pooled connection, and ``BrowserLikePolicyForHTTPS`` makes a new
+    one each time: certificate options, an OpenSSL context, the cipher
+    list and the IDNA form of the name.  A creator serves any number of
+    connections; each is still verified for the creator's host name.
+    """
+
+    #: The most creators kept (an ACME client talks to a host or two).
+    MAX_CREATORS = 32
+
+    def __init__(self, policy: IPolicyForHTTPS) -> None:
+        self._policy = policy
+        self._creators: dict[tuple[bytes, int], Any] = {}
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        key = (hostname, port)
+        creator = self._creators.get(key)
+        if creator is None:
+            if len(self._creators) >= self.MAX_CREATORS:
+                self._creators.clear()
+            creator = self._policy.creatorForNetloc(hostname, port)
+            self._creators[key] = creator
+        return creator
 
 
 # -- module level helpers ------------------------------------------------------
