@@ -7,11 +7,15 @@ asking ``newNonce``, and the per-request work of the transport.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from acme import jws as acme_jws
 from acme import messages
 from cryptography.hazmat.primitives.asymmetric import ec
-from josepy.jwa import ES256
+from josepy.b64 import b64decode
+from josepy.jwa import ES256, RS256
+from josepy.jwk import JWKRSA
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
@@ -28,6 +32,7 @@ from txacme.client import (
     issue_certificate,
 )
 from txacme.errors import NetworkError
+from txacme.jws import _flattened_jws
 from txacme.util import csr_for_names, generate_private_key
 
 _CERT_KEY = generate_private_key("p256")
@@ -338,3 +343,48 @@ class CachedTLSPolicyTests(TestCase):
             policy.creatorForNetloc(b"acme.example", port)
         self.assertEqual(len(inner.made), _CachedTLSPolicy.MAX_CREATORS * 3)
         self.assertTrue(len(policy._creators) <= _CachedTLSPolicy.MAX_CREATORS)
+
+
+class FlattenedJWSTests(TestCase):
+    """The JWS the transport signs requests with (RFC 8555 §6.2)."""
+
+    def test_same_as_acme(self) -> None:
+        """
+        For EC and RSA keys, with ``kid`` or ``jwk`` and with or without a
+        nonce, the JWS has the protected header and payload that
+        ``acme.jws.JWS.sign`` gives, and its signature verifies.
+        """
+        keys = [
+            (EC_KEY, ES256),
+            (JWKRSA(key=generate_private_key("rsa")), RS256),
+        ]
+        for key, alg in keys:
+            for kid in (None, "https://acme.example/account/1"):
+                for nonce in (b"0123456789abcdef", None):
+                    ours = json.loads(
+                        _flattened_jws(b'{"a":1}', key, alg, nonce, "https://u", kid)
+                    )
+                    theirs = json.loads(
+                        acme_jws.JWS.sign(
+                            b'{"a":1}',
+                            key=key,
+                            alg=alg,
+                            nonce=nonce,
+                            url="https://u",
+                            kid=kid,
+                        ).json_dumps()
+                    )
+                    self.assertEqual(sorted(ours), sorted(theirs))
+                    self.assertEqual(
+                        json.loads(b64decode(ours["protected"])),
+                        json.loads(b64decode(theirs["protected"])),
+                    )
+                    self.assertEqual(ours["payload"], theirs["payload"])
+                    parsed = acme_jws.JWS.json_loads(json.dumps(ours))
+                    self.assertTrue(parsed.verify(key.public_key()))
+
+    def test_key_not_for_alg(self) -> None:
+        """A key of another type than the algorithm's is refused."""
+        self.assertRaises(
+            TypeError, _flattened_jws, b"", EC_KEY, RS256, None, "https://u", None
+        )
