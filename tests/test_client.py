@@ -6,6 +6,9 @@ how each fails on bad input.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -13,6 +16,7 @@ from typing import Any
 from acme import errors as acme_errors
 from acme import messages
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.url import URL
@@ -657,3 +661,68 @@ class IssuanceTests(AcmeTestCase):
         certr = self.issue(client, "a.example")
         failure = self.errorOf(client.fetch_chain(certr, max_length=2), ChainTooLong)
         self.assertIsInstance(failure, acme_errors.ClientError)
+
+
+class CompatibilityTests(AcmeTestCase):
+    """What txacme 0.9 code and mistakes in arguments meet."""
+
+    def test_transport_options_need_own_transport(self) -> None:
+        """
+        ``retry_policy`` and ``trust_root`` configure the transport
+        ``from_url`` builds: with a ``jws_client`` they are a TypeError.
+        """
+        from txacme.jws import RetryPolicy
+
+        self.errorOf(
+            Client.from_url(
+                self.clock,
+                self.server.directory_url,
+                EC_KEY,
+                jws_client=self.make_jws_client(),
+                retry_policy=RetryPolicy(),
+            ),
+            TypeError,
+        )
+
+    def test_plain_csr_forms(self) -> None:
+        """
+        ``request_issuance`` takes a bare ``cryptography`` CSR or PEM bytes
+        as well as a certificate request message.
+        """
+        client = self.registered_client()
+        for name in ("a.example", "b.example"):
+            AuthorizationTests.authorize(self, client, name)  # type: ignore[arg-type]
+        bare = csr_for_names(["a.example"], _CERT_KEY)
+        pem = csr_for_names(["b.example"], _CERT_KEY).public_bytes(
+            serialization.Encoding.PEM
+        )
+        for csr in (bare, pem):
+            certr = self.successResultOf(
+                self.settle(client.request_issuance(csr), self.clock)
+            )
+            self.assertEqual(
+                x509.load_der_x509_certificate(certr.body).public_key(),
+                _CERT_KEY.public_key(),
+            )
+
+    def test_tls_alpn_registered_by_client(self) -> None:
+        """
+        Importing :mod:`txacme.client` alone registers the tls-alpn-01
+        challenge type, so authorizations offering it parse it.
+        """
+        script = (
+            "import txacme.client\n"
+            "from acme.challenges import Challenge\n"
+            "challenge = Challenge.from_json("
+            "{'type': 'tls-alpn-01', 'token': 'a' * 43})\n"
+            "print(challenge.typ)\n"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        ).stdout
+        self.assertEqual(output.strip(), "tls-alpn-01")

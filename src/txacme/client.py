@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin
 
 from acme import challenges as acme_challenges
@@ -51,6 +51,10 @@ from zope.interface import implementer
 from txacme._deferred import deferred_async
 from txacme._headers import parse_retry_after
 from txacme._types import HTTPResponse as _Response
+
+# Imported for its side effect: it registers the tls-alpn-01 challenge type
+# with acme (acme 5 dropped its own), so that authorizations parse it.
+from txacme.challenges import _tls_alpn  # noqa: F401
 from txacme.errors import (
     AuthorizationFailed,
     AuthorizationsNotValid,
@@ -67,8 +71,10 @@ from txacme.errors import (
 from txacme.interfaces import IResponder
 from txacme.jws import (
     JSON_CONTENT_TYPE,
+    JSON_ERROR_CONTENT_TYPE,  # noqa: F401 (txacme 0.9 exported it from here)
     PEM_CHAIN_TYPE,
     JWSClient,
+    RetryPolicy,
     decode_json,
     response_links,
 )
@@ -76,6 +82,8 @@ from txacme.messages import CertificateChainResource, RenewalWindow
 from txacme.util import PrivateKey, encode_csr, identifiers_from_csr
 
 __all__ = [
+    "DER_CONTENT_TYPE",
+    "REPLAY_NONCE_HEADER",
     "AuthorizationFailed",
     "Client",
     "EABCredentials",
@@ -91,6 +99,16 @@ __all__ = [
     "renewal_certificate_id",
     "select_chain",
 ]
+
+#: The ``Replay-Nonce`` header (txacme 0.9 exported this name).
+REPLAY_NONCE_HEADER = "Replay-Nonce"
+#: The content type of a DER certificate (txacme 0.9 exported this name;
+#: RFC 8555 serves PEM chains, :data:`txacme.jws.PEM_CHAIN_TYPE`).
+DER_CONTENT_TYPE = "application/pkix-cert"
+
+if TYPE_CHECKING:
+    # Annotations only: Twisted exports this interface from a private module.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 _log = Logger()
 _R = TypeVar("_R", bound=JSONDeSerializable)
@@ -121,11 +139,15 @@ _PENDING_STATES = (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
 class PollingPolicy:
     """
     How the client waits for a resource to change state: an authorization
-    being validated, an order being processed.
+    being validated (:func:`poll_until_valid`), an order being processed
+    (:meth:`Client.finalize`, :meth:`Client.request_issuance`).
 
     The n-th wait (from 0) is ``first_delay * factor ** n`` seconds, at most
     ``max_delay``; a ``Retry-After`` header from the server overrides it.
-    After ``timeout`` seconds in all, polling gives up.
+    An order still processing after ``timeout`` seconds in all fails with
+    :class:`~txacme.errors.PollTimeout`; authorizations have the ``timeout``
+    argument of :func:`poll_until_valid` (and :func:`issue_certificate`)
+    instead, as in txacme 0.9.
 
     :ivar first_delay: Seconds before the first poll.
     :ivar factor: Growth of each later delay.
@@ -210,7 +232,7 @@ def _location(response: _Response, request_url: str) -> str:
     return urljoin(request_url, text.strip())
 
 
-def parse_pem_chain(
+def _parse_pem_chain(
     body: bytes, response: _Response | None = None
 ) -> list[x509.Certificate]:
     """
@@ -252,6 +274,21 @@ def _seen_valid(orderr: messages.OrderResource) -> bool:
         if authzr.body.status == messages.STATUS_VALID
     }
     return bool(urls) and all(url in valid for url in urls)
+
+
+def _check_leaf(
+    certificates: Sequence[x509.Certificate],
+    request: x509.CertificateSigningRequest,
+    response: _Response,
+) -> None:
+    """
+    :raises MalformedResponse: If the leaf certificate is not for the CSR's
+        key (a CA bug, or a certificate URL mixed up).
+    """
+    if certificates[0].public_key() != request.public_key():
+        raise MalformedResponse(
+            "The certificate's public key is not the CSR's", response
+        )
 
 
 def _der(certificate: x509.Certificate) -> bytes:
@@ -312,8 +349,11 @@ class Client:
         key: JWK,
         alg: JWASignature = RS256,
         jws_client: JWSClient | None = None,
+        timeout: float = 60.0,
         *,
         policy: PollingPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
+        trust_root: IOpenSSLTrustRoot | None = None,
     ) -> Client:
         """
         Construct a client from an ACME directory at a given URL.
@@ -327,9 +367,20 @@ class Client:
         :param jws_client: The underlying client to use, or ``None`` to
             construct one (treq on a persistent ``HTTPConnectionPool``,
             trusting the platform's certificate authorities).
+        :param timeout: Seconds after which a request without an answer
+            fails with :class:`~txacme.errors.NetworkError` (as in txacme
+            0.9.3); for the transport built here.
         :param policy: The :class:`PollingPolicy` (default: the default one).
+        :param retry_policy: The :class:`~txacme.jws.RetryPolicy` of the
+            transport built here (default: the default one).
+        :param trust_root: The certificate authorities the transport built
+            here trusts for the CA's HTTPS, e.g.
+            ``twisted.internet.ssl.Certificate.loadPEM(...)`` for Pebble or a
+            private CA; ``None`` for the platform's.
         :returns: A Deferred firing with the constructed client.
-        :raises TypeError: If ``url`` is neither a URL nor a string.
+        :raises TypeError: If ``url`` is neither a URL nor a string, or if
+            ``retry_policy`` or ``trust_root`` come with a ``jws_client``
+            (configure that one instead).
         :raises MalformedResponse: If the directory is not an RFC 8555
             directory (for example HTML, truncated JSON, or an ACME v1
             directory).
@@ -346,13 +397,27 @@ class Client:
             )
         pool = None
         if jws_client is None:
-            jws_client, pool = _default_jws_client(reactor, key, alg)
+            jws_client, pool = _default_jws_client(reactor, key, alg, trust_root)
+            jws_client.timeout = timeout
+            if retry_policy is not None:
+                jws_client.retry_policy = retry_policy
+        elif retry_policy is not None or trust_root is not None:
+            raise TypeError(
+                "retry_policy and trust_root configure the transport from_url "
+                "builds; with a jws_client, configure that instead"
+            )
         if jws_client.reactor is None:
             jws_client.reactor = reactor
-        response = await jws_client.get(directory_url)
-        directory = _parse_directory(
-            decode_json(response, await response.content()), response
-        )
+        try:
+            response = await jws_client.get(directory_url)
+            directory = _parse_directory(
+                decode_json(response, await response.content()), response
+            )
+        except BaseException:
+            # No client comes back to close() it: close the pool here.
+            if pool is not None:
+                await pool.closeCachedConnections()
+            raise
         client = cls(directory, reactor, key, jws_client, policy=policy)
         client._owned_pool = pool
         return client
@@ -782,7 +847,7 @@ class Client:
         response, body = await self._client._post(
             url, b"", content_type=PEM_CHAIN_TYPE, accept=PEM_CHAIN_TYPE
         )
-        return response, body, parse_pem_chain(body, response)
+        return response, body, _parse_pem_chain(body, response)
 
     @deferred_async
     async def request_issuance(
@@ -815,7 +880,7 @@ class Client:
         :raises MalformedResponse: If the certificate is not a chain or does
             not match the CSR's key.
         """
-        request = csr.csr
+        request = _as_csr(csr)
         identifiers = [
             messages.Identifier(typ=messages.IdentifierType.from_json(typ), value=value)
             for typ, value in identifiers_from_csr(request)
@@ -835,11 +900,8 @@ class Client:
         response, body, certificates = await self._download_chain(
             orderr.body.certificate
         )
+        _check_leaf(certificates, request, response)
         leaf = certificates[0]
-        if leaf.public_key() != request.public_key():
-            raise MalformedResponse(
-                "The certificate's public key is not the CSR's", response
-            )
         return CertificateChainResource(
             uri=orderr.body.certificate,
             cert_chain_uri=orderr.body.certificate,
@@ -1149,7 +1211,10 @@ class Client:
         request = _as_csr(csr)
         orderr = await self._finalize(orderr, request)
         assert orderr.body.certificate is not None
-        response, body, _ = await self._download_chain(orderr.body.certificate)
+        response, body, certificates = await self._download_chain(
+            orderr.body.certificate
+        )
+        _check_leaf(certificates, request, response)
         alternates = response_links(response, orderr.body.certificate).get(
             "alternate", []
         )
@@ -1248,6 +1313,8 @@ def alg_for_key(key: JWK) -> JWASignature:
 def _as_jwk(key: JWK | PrivateKey) -> JWK:
     if isinstance(key, JWK):
         return key
+    # josepy's ComparableKey (a JWK's .key) wraps the cryptography key.
+    key = getattr(key, "_wrapped", key)
     if isinstance(key, rsa.RSAPrivateKey):
         return JWKRSA(key=key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -1403,9 +1470,15 @@ def _parse_directory(jobj: Any, response: _Response) -> messages.Directory:
 
 
 def _default_jws_client(
-    reactor: IReactorTime, key: JWK, alg: JWASignature
+    reactor: IReactorTime,
+    key: JWK,
+    alg: JWASignature,
+    trust_root: IOpenSSLTrustRoot | None = None,
 ) -> tuple[JWSClient, Any]:
-    """A JWSClient on treq with a persistent pool and platform trust."""
+    """
+    A JWSClient on treq with a persistent pool, trusting ``trust_root`` or
+    the platform's certificate authorities.
+    """
     from treq.client import HTTPClient
     from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
@@ -1414,7 +1487,7 @@ def _default_jws_client(
     agent = Agent(  # type: ignore[no-untyped-call]
         reactor,
         contextFactory=_CachedTLSPolicy(
-            BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]
+            BrowserLikePolicyForHTTPS(trust_root)  # type: ignore[no-untyped-call]
         ),
         pool=pool,
     )

@@ -199,7 +199,8 @@ class ExternalAccountRequired(ServerError):
 class AccountDoesNotExist(ServerError):
     """
     No account exists for the client's key (``accountDoesNotExist``,
-    RFC 8555 §7.3.1), or the account was deactivated.
+    RFC 8555 §7.3.1).  (A deactivated account is refused with a plain
+    :class:`ServerError` of code ``unauthorized``.)
     """
 
 
