@@ -9,7 +9,11 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
+
+if TYPE_CHECKING:
+    from txacme._types import HTTPResponse
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
@@ -109,3 +113,12 @@ def parse_retry_after(
     if when.tzinfo is None:
         return None
     return float(max(0, math.ceil(when.timestamp() - now())))
+
+
+def first_header(response: HTTPResponse, name: bytes) -> str | None:
+    """The first value of a response header, as text; ``None`` if absent."""
+    values = response.headers.getRawHeaders(name)
+    if not values:
+        return None
+    value = values[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else value

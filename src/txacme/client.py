@@ -49,7 +49,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from txacme._deferred import deferred_async
-from txacme._headers import parse_retry_after
+from txacme._headers import first_header, parse_retry_after
 from txacme._types import HTTPResponse as _Response
 
 # Imported for its side effect: it registers the tls-alpn-01 challenge type
@@ -664,7 +664,7 @@ class Client:
         response, jobj = await self._client._post_json(url, None)
         body = _parse(messages.Authorization, jobj, response)
         retry_after = parse_retry_after(
-            _first_header(response, b"retry-after"), self._reactor.seconds
+            first_header(response, b"retry-after"), self._reactor.seconds
         )
         return messages.AuthorizationResource(body=body, uri=url), retry_after
 
@@ -685,7 +685,7 @@ class Client:
         :returns: Seconds to wait: the delta-seconds form as is, the
             HTTP-date form as the time from now until then (0 if past).
         """
-        seconds = parse_retry_after(_first_header(response, b"retry-after"), _now)
+        seconds = parse_retry_after(first_header(response, b"retry-after"), _now)
         return default if seconds is None else seconds
 
     # -- orders (RFC 8555 §7.4) ----------------------------------------------
@@ -720,7 +720,7 @@ class Client:
         response, jobj = await self._client._post_json(orderr.uri, None)
         order = _parse(messages.Order, jobj, response)
         retry_after = parse_retry_after(
-            _first_header(response, b"retry-after"), self._reactor.seconds
+            first_header(response, b"retry-after"), self._reactor.seconds
         )
         return orderr.update(body=order), retry_after
 
@@ -810,7 +810,7 @@ class Client:
         )
         orderr = orderr.update(body=_parse(messages.Order, jobj, response))
         retry_after = parse_retry_after(
-            _first_header(response, b"retry-after"), self._reactor.seconds
+            first_header(response, b"retry-after"), self._reactor.seconds
         )
         return orderr, retry_after
 
@@ -1111,7 +1111,7 @@ class Client:
                 "The suggested window ends before it starts", response
             )
         retry_after = parse_retry_after(
-            _first_header(response, b"retry-after"), self._reactor.seconds
+            first_header(response, b"retry-after"), self._reactor.seconds
         )
         explanation = jobj.get("explanationURL")
         return RenewalWindow(
@@ -1419,14 +1419,6 @@ def _directory_url(directory: messages.Directory, name: str) -> str | None:
     except KeyError:
         return None
     return value if isinstance(value, str) else None
-
-
-def _first_header(response: _Response, name: bytes) -> str | None:
-    values = response.headers.getRawHeaders(name)
-    if not values:
-        return None
-    value = values[0]
-    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _account_payload(

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from txacme import __version__
 from txacme._deferred import deferred_async
-from txacme._headers import media_type, parse_links, parse_retry_after
+from txacme._headers import first_header, media_type, parse_links, parse_retry_after
 from txacme._types import HTTPResponse as _Response
 from txacme._types import TreqClient
 from txacme.errors import (
@@ -120,14 +120,6 @@ class RetryPolicy:
 
 _TRANSIENT_CODES = frozenset({"rateLimited", "serverInternal"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-def _header(response: _Response, name: bytes) -> str | None:
-    values = response.headers.getRawHeaders(name)
-    if not values:
-        return None
-    value = values[0]
-    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 class JWSClient:
@@ -294,7 +286,7 @@ class JWSClient:
         :raises ServerError: For a problem document or an error status.
         :raises MalformedResponse: For a success with the wrong content type.
         """
-        received = media_type(_header(response, b"content-type"))
+        received = media_type(first_header(response, b"content-type"))
         if received == JSON_ERROR_CONTENT_TYPE or response.code >= 400:
             raise _server_error(response, body, received, self._seconds)
         if content_type is not None and received != content_type:
@@ -695,7 +687,7 @@ def decode_json(response: _Response, body: bytes) -> Any:
 
 
 def _response_nonce(response: _Response) -> bytes | None:
-    value = _header(response, b"replay-nonce")
+    value = first_header(response, b"replay-nonce")
     if not value:
         return None
     try:
@@ -713,7 +705,9 @@ def _server_error(
     of the subclass its ACME error type calls for.
     """
     current = now()
-    retry_after = parse_retry_after(_header(response, b"retry-after"), lambda: current)
+    retry_after = parse_retry_after(
+        first_header(response, b"retry-after"), lambda: current
+    )
     jobj: Any = None
     if received == JSON_ERROR_CONTENT_TYPE:
         try:
