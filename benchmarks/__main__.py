@@ -2,9 +2,10 @@
 The benchmark command: ``python -m benchmarks [BENCHMARK] [OPTION ...]``.
 
 ``client`` (the default) compares txacme's issuing client with certbot's
-``acme`` library against a local Pebble (:mod:`benchmarks.client_bench`).
-Further benchmarks (the issuing service over a large certificate store) get
-their own name here.
+``acme`` library against a local Pebble (:mod:`benchmarks.client_bench`);
+``service`` runs the issuing service over certificate stores of 10,000 and
+100,000 entries (:mod:`benchmarks.service_bench`); ``all`` runs each of
+them in turn with its default options (what ``tox -e bench`` does).
 """
 
 from __future__ import annotations
@@ -12,11 +13,29 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import client_bench
+from benchmarks import client_bench, service_bench
 
 BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {
     "client": client_bench.main,
+    "service": service_bench.main,
 }
+
+
+def run_all(argv: Sequence[str]) -> int:
+    """
+    Run every benchmark with its default options, one after the other;
+    return the first non-zero status, or 0.
+    """
+    if argv:
+        print("`all` takes no options; name a benchmark to pass some", file=sys.stderr)
+        return 2
+    status = 0
+    for name, benchmark in BENCHMARKS.items():
+        print(f"== python -m benchmarks {name}", flush=True)
+        result = benchmark([])
+        status = status or result
+        print(flush=True)
+    return status
 
 
 def main(argv: Sequence[str]) -> int:
@@ -25,12 +44,14 @@ def main(argv: Sequence[str]) -> int:
     argument is an option or absent) with the remaining arguments.
     """
     if argv and argv[0] in ("-l", "--list"):
-        print("\n".join(BENCHMARKS))
+        print("\n".join([*BENCHMARKS, "all"]))
         return 0
     if argv and not argv[0].startswith("-"):
         name, arguments = argv[0], argv[1:]
     else:
         name, arguments = "client", argv
+    if name == "all":
+        return run_all(arguments)
     if name not in BENCHMARKS:
         print(
             f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}",
