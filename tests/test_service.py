@@ -597,6 +597,56 @@ class RenewalTimingTests(ServiceTestCase):
         self.assertTrue(NOW + 10 * DAY <= renewed <= NOW + 11 * DAY)
 
 
+class DriftingClock(Clock):
+    """
+    A Clock that moves on by :attr:`drift` seconds whenever it is read, as
+    a real clock does while the service works through a large store, and
+    records the callables it is given to call later.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drift = 0.0
+        self.scheduled: list[Callable[..., Any]] = []
+
+    def seconds(self) -> float:
+        self.rightNow += self.drift
+        return self.rightNow
+
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
+    ) -> Any:
+        self.scheduled.append(callable)
+        return super().callLater(delay, callable, *args, **kw)
+
+
+class WakeUpTests(ServiceTestCase):
+    """The timer that wakes the service up between checks."""
+
+    def test_armed_once_per_check(self) -> None:
+        """
+        A check that schedules many entries (each for its next renewal
+        information question) arms the wake-up at most once, even when the
+        clock moves on while it works: not once per entry.
+        """
+        clock = self.clock = DriftingClock()
+        clock.advance(NOW)
+        clock.drift = 0.001
+        self.fake = FakeClient(EC_KEY, clock, offer_renewal_info=True)
+        names = [f"e{index}.example" for index in range(40)]
+        store = MemoryStore({name: make_bundle([name], NOW - DAY) for name in names})
+        service, _ = self.make_service(store)
+        service.startService()
+        pump(clock, 1)
+        self.assertEqual(len(service._heap), len(names))
+        clock.scheduled.clear()
+        self.successResultOf(service._tick())
+        self.assertEqual(len(service._heap), len(names))
+        wakeups = [call for call in clock.scheduled if call == service._wake]
+        self.assertTrue(len(wakeups) <= 1, f"armed {len(wakeups)} times")
+        self.assertEqual(self.fake.orders, [])
+
+
 class FailureTests(ServiceTestCase):
     """Failures are retried with backoff, and panic is called sparingly."""
 

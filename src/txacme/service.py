@@ -469,6 +469,8 @@ class AcmeIssuingService(Service):
         self._tasks: set[Deferred[None]] = set()
         self._heap: list[tuple[float, str]] = []
         self._wakeup: IDelayedCall | None = None
+        #: The heap time the wake-up is armed for.
+        self._wakeup_at = math.inf
 
     # -- the public API --------------------------------------------------------
 
@@ -772,17 +774,28 @@ class AcmeIssuingService(Service):
         if when >= self._next_check:
             return
         heapq.heappush(self._heap, (max(when, now), entry.key))
-        self._arm(now)
+        self._arm()
 
-    def _arm(self, now: float) -> None:
+    def _arm(self) -> None:
+        """
+        Arm the wake-up for the heap's earliest time, unless it is armed
+        for that time or before.  The time armed for is remembered rather
+        than read back from the delayed call, whose time is the clock's
+        present plus the delay: a clock that moved on meanwhile (as it
+        does while a check schedules many entries) made it look later than
+        the heap's earliest time, and every entry re-armed it.
+        """
         if not self._heap:
             return
         when = self._heap[0][0]
         if self._wakeup is not None and self._wakeup.active():
-            if self._wakeup.getTime() <= when:
+            if self._wakeup_at <= when:
                 return
             self._wakeup.cancel()
-        self._wakeup = self._clock.callLater(max(0.0, when - now), self._wake)
+        self._wakeup_at = when
+        self._wakeup = self._clock.callLater(
+            max(0.0, when - self._clock.seconds()), self._wake
+        )
 
     def _wake(self) -> None:
         self._wakeup = None
@@ -794,7 +807,7 @@ class AcmeIssuingService(Service):
                 keys.append(key)
         if keys:
             self._start_sweep(keys)
-        self._arm(now)
+        self._arm()
 
     # -- working through entries -----------------------------------------------
 
