@@ -800,13 +800,13 @@ class AcmeIssuingService(Service):
     def _wake(self) -> None:
         self._wakeup = None
         now = self._clock.seconds()
-        keys: list[str] = []
+        # A dict keeps the order and drops repeats in constant time each.
+        due: dict[str, None] = {}
         while self._heap and self._heap[0][0] <= now:
             _, key = heapq.heappop(self._heap)
-            if key not in keys:
-                keys.append(key)
-        if keys:
-            self._start_sweep(keys)
+            due[key] = None
+        if due:
+            self._start_sweep(list(due))
         self._arm()
 
     # -- working through entries -----------------------------------------------
