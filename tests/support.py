@@ -1,5 +1,6 @@
 """
-Shared test support: typed trial assertions and an in-memory ACME set-up.
+Shared test support: typed trial assertions, an in-memory ACME set-up, and
+loopback servers whose connections can all be closed.
 """
 
 from __future__ import annotations
@@ -8,14 +9,19 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from acme import messages
+from attrs import frozen
 from josepy.jwa import ES256, JWASignature
 from josepy.jwk import JWK, JWKEC
 from treq.testing import StringStubbingResource, StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import Clock
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial._synctest import _Assertions
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from txacme.client import Client, JWSClient, PollingPolicy
 from txacme.testing import MemoryAcmeServer
@@ -27,6 +33,9 @@ _E = TypeVar("_E", bound=BaseException)
 # Trial's unannotated assertions, called through Any.
 _TRIAL: Any = _Assertions
 _SYNC: Any = SynchronousTestCase
+
+#: The loopback address the real-reactor servers listen on.
+LOOPBACK = "127.0.0.1"
 
 #: A realistic time for the fake clocks (2026-11-01T00:00:00Z).
 NOW = 1_793_491_200.0
@@ -204,3 +213,64 @@ def stub_treq(
     resource: Any = StringStubbingResource(respond)  # type: ignore[no-untyped-call]
     stub: Any = StubTreq(resource)  # type: ignore[no-untyped-call]
     return stub
+
+
+# -- loopback servers whose connections can all be closed ------------------------------
+
+
+class ConnectionTracker(WrappingFactory):
+    """
+    Wraps a server factory: :meth:`close_all` aborts every connection and
+    fires once they are all gone.
+
+    :ivar connections: How many connections were made to the server.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
+        self._waiting: list[Deferred[None]] = []
+        self.connections = 0
+
+    def registerProtocol(self, p: Any) -> None:
+        super().registerProtocol(p)  # type: ignore[no-untyped-call]
+        self.connections += 1
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
+        if not self.protocols:
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def close_all(self) -> Deferred[None]:
+        if not self.protocols:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        for protocol in list(self.protocols):
+            if isinstance(protocol, ProtocolWrapper) and protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        return waiter
+
+
+@implementer(IStreamServerEndpoint)
+@frozen
+class LoopbackEndpoint:
+    """
+    A TCP server endpoint on 127.0.0.1 (a free port, or ``port``) whose
+    connections are tracked: each :meth:`listen` appends its
+    :class:`ConnectionTracker` to ``trackers``.
+    """
+
+    reactor: Any
+    trackers: list[ConnectionTracker]
+    port: int = 0
+
+    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
+        tracker = ConnectionTracker(protocolFactory)
+        self.trackers.append(tracker)
+        endpoint: Any = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
+            self.reactor, self.port, interface=LOOPBACK
+        )
+        listening: Deferred[IListeningPort] = endpoint.listen(tracker)
+        return listening

@@ -2,9 +2,9 @@
 The http-01 responder's standalone server and its self-check, over the
 loopback interface on the real reactor.
 
-Servers listen on 127.0.0.1 through :class:`LoopbackEndpoint`, which tracks
-their connections so that each test ends with every port and connection
-closed; clients are treq over an Agent whose connections are closed in a
+Servers listen on 127.0.0.1 through :class:`tests.support.LoopbackEndpoint`,
+which tracks their connections so that each test ends with every port and
+connection closed; clients are treq over an Agent whose connections are closed in a
 cleanup.  (The resource itself, mounted in a site, is tested in memory in
 ``test_challenges``.)
 """
@@ -21,25 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from acme import challenges
-from attrs import frozen
 from josepy.jwk import JWKEC
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
-from zope.interface import implementer
 
-from tests.support import EC_KEY, TypedAssertions
+from tests.support import (
+    EC_KEY,
+    ConnectionTracker,
+    LoopbackEndpoint,
+    TypedAssertions,
+)
 from tests.support import TestCase as SyncTestCase
 from txacme.challenges import HTTP01Responder, SelfCheck, SelfCheckFailed
 from txacme.util import generate_private_key
@@ -59,66 +61,6 @@ def http01_challenge(
     response = challenge.response(key)
     assert isinstance(response, challenges.HTTP01Response)
     return challenge, response
-
-
-# -- loopback servers whose connections can all be closed ------------------------------
-
-
-class ConnectionTracker(WrappingFactory):
-    """
-    Wraps a server factory: :meth:`close_all` aborts every connection and
-    fires once they are all gone.
-
-    :ivar connections: How many connections were made to the server.
-    """
-
-    def __init__(self, wrapped: Any) -> None:
-        super().__init__(wrapped)  # type: ignore[no-untyped-call]
-        self._waiting: list[Deferred[None]] = []
-        self.connections = 0
-
-    def registerProtocol(self, p: Any) -> None:
-        super().registerProtocol(p)  # type: ignore[no-untyped-call]
-        self.connections += 1
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
-        if not self.protocols:
-            waiting, self._waiting = self._waiting, []
-            for waiter in waiting:
-                waiter.callback(None)
-
-    def close_all(self) -> Deferred[None]:
-        if not self.protocols:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append(waiter)
-        for protocol in list(self.protocols):
-            if isinstance(protocol, ProtocolWrapper) and protocol.transport is not None:
-                protocol.transport.abortConnection()  # type: ignore[attr-defined]
-        return waiter
-
-
-@implementer(IStreamServerEndpoint)
-@frozen
-class LoopbackEndpoint:
-    """
-    A TCP server endpoint on 127.0.0.1 (a free port, or ``port``) whose
-    connections are tracked.
-    """
-
-    reactor: Any
-    trackers: list[ConnectionTracker]
-    port: int = 0
-
-    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
-        tracker = ConnectionTracker(protocolFactory)
-        self.trackers.append(tracker)
-        endpoint: Any = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
-            self.reactor, self.port, interface=LOOPBACK
-        )
-        listening: Deferred[IListeningPort] = endpoint.listen(tracker)
-        return listening
 
 
 def port_of(listening: IListeningPort) -> int:

@@ -33,20 +33,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from josepy.json_util import encode_b64jose
 from OpenSSL import SSL
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IListeningPort,
     IOpenSSLClientConnectionCreator,
     IOpenSSLContextFactory,
     IReactorThreads,
-    IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.internet.task import Clock
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -57,7 +55,14 @@ from twisted.web.static import Data
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.support import EC_KEY, AcmeTestCase, TestCase, TypedAssertions
+from tests.support import (
+    EC_KEY,
+    AcmeTestCase,
+    ConnectionTracker,
+    LoopbackEndpoint,
+    TestCase,
+    TypedAssertions,
+)
 from txacme.challenges import (
     TLSALPN01,
     TLSALPN01Responder,
@@ -1234,50 +1239,6 @@ async def loopback_handshake(
     return await done
 
 
-class ConnectionTracker(WrappingFactory):
-    """
-    Wraps a server factory; closes every connection on :meth:`close_all`
-    and tells when they are all gone.
-    """
-
-    def __init__(self, wrapped: Any) -> None:
-        super().__init__(wrapped)  # type: ignore[no-untyped-call]
-        self._waiting: list[Deferred[None]] = []
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
-        if not self.protocols:
-            waiting, self._waiting = self._waiting, []
-            for waiter in waiting:
-                waiter.callback(None)
-
-    def close_all(self) -> Deferred[None]:
-        if not self.protocols:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append(waiter)
-        for protocol in list(self.protocols):
-            if isinstance(protocol, ProtocolWrapper) and protocol.transport is not None:
-                protocol.transport.abortConnection()  # type: ignore[attr-defined]
-        return waiter
-
-
-@implementer(IStreamServerEndpoint)
-@frozen
-class TrackedEndpoint:
-    """A loopback TCP server endpoint whose connections can all be closed."""
-
-    reactor: Any
-    trackers: list[ConnectionTracker]
-
-    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
-        tracker = ConnectionTracker(protocolFactory)
-        self.trackers.append(tracker)
-        endpoint: Any = TCP4ServerEndpoint(self.reactor, 0, interface=LOOPBACK)  # type: ignore[no-untyped-call]
-        listening: Deferred[IListeningPort] = endpoint.listen(tracker)
-        return listening
-
-
 class LoopbackTestCase(TypedAssertions, RealReactorTestCase):
     """
     Tests on the real reactor, with servers on 127.0.0.1 closed (port and
@@ -1291,7 +1252,7 @@ class LoopbackTestCase(TypedAssertions, RealReactorTestCase):
 
         self.reactor: Any = reactor
         self.trackers: list[ConnectionTracker] = []
-        self.endpoint = TrackedEndpoint(self.reactor, self.trackers)
+        self.endpoint = LoopbackEndpoint(self.reactor, self.trackers)
 
     async def listen(self, factory: Any) -> int:
         """Listen on a free loopback port until the test ends."""

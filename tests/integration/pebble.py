@@ -56,15 +56,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
-from twisted.internet.protocol import Protocol as ConnectionProtocol
 from twisted.internet.ssl import Certificate
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from tests.support import ConnectionTracker
 
 __all__ = [
     "PebbleManagement",
@@ -946,34 +946,6 @@ def http01_site_root(challenge_resource: Resource) -> Resource:
     return root
 
 
-class _TrackingFactory(WrappingFactory):
-    """
-    A wrapping factory that can close all of its connections and tell when
-    they are gone.
-    """
-
-    def __init__(self, wrapped: Site) -> None:
-        super().__init__(wrapped)  # type: ignore[no-untyped-call]
-        self._waiting: list[Deferred[None]] = []
-
-    def unregisterProtocol(self, p: ConnectionProtocol) -> None:
-        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
-        if not self.protocols:
-            waiting, self._waiting = self._waiting, []
-            for waiter in waiting:
-                waiter.callback(None)
-
-    def close_connections(self) -> Deferred[None]:
-        if not self.protocols:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append(waiter)
-        for protocol in list(self.protocols):
-            if isinstance(protocol, ProtocolWrapper) and protocol.transport is not None:
-                protocol.transport.abortConnection()  # type: ignore[attr-defined]
-        return waiter
-
-
 @define
 class ServedSite:
     """
@@ -983,14 +955,14 @@ class ServedSite:
     """
 
     port: IListeningPort
-    _factory: _TrackingFactory
+    _factory: ConnectionTracker
 
     @classmethod
     def listen(cls, reactor: IReactorTCP, port: int, resource: Resource) -> ServedSite:
         """
         Serve ``resource`` on 127.0.0.1:``port``.
         """
-        factory = _TrackingFactory(Site(resource))  # type: ignore[no-untyped-call]
+        factory = ConnectionTracker(Site(resource))  # type: ignore[no-untyped-call]
         # A WrappingFactory is a ServerFactory in all but its annotations.
         listening = reactor.listenTCP(
             port,
@@ -1009,7 +981,7 @@ class ServedSite:
         async def stop() -> None:
             # stopListening returns None once the port is already stopped.
             await maybeDeferred(self.port.stopListening)
-            await self._factory.close_connections()
+            await self._factory.close_all()
 
         return Deferred.fromCoroutine(stop())
 

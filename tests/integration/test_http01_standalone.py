@@ -34,13 +34,8 @@ from tests.integration.pebble import (
     expect_failure,
     verify_chain,
 )
-from tests.test_http01 import (
-    ConnectionTracker,
-    Loopback,
-    LoopbackEndpoint,
-    closed_port,
-    port_of,
-)
+from tests.support import ConnectionTracker, LoopbackEndpoint
+from tests.test_http01 import Loopback, closed_port, port_of
 from txacme.challenges import HTTP01Responder, SelfCheck, SelfCheckFailed
 from txacme.client import (
     Client,

@@ -37,9 +37,9 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from tests.integration.pebble import PebbleOptions, PebbleTestCase, verify_chain
+from tests.support import ConnectionTracker
 from tests.test_tls_alpn import (
     ACME_TLS_1,
-    ConnectionTracker,
     Handshake,
     SiteCertificate,
     der_digest,
