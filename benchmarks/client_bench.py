@@ -47,7 +47,6 @@ import json
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +64,7 @@ from benchmarks._metering import (
     EndpointClassifier,
     pebble_log_requests,
 )
+from benchmarks._workers import run_worker
 
 __all__ = ["RUNS", "Run", "main"]
 
@@ -256,54 +256,6 @@ def _fetch(url: str, context: ssl.SSLContext) -> bytes:
     with urllib.request.urlopen(url, context=context, timeout=10) as response:
         body: bytes = response.read()
         return body
-
-
-def _run_worker(
-    config: dict[str, Any], py_spy: Path | None, txacme_src: Path | None
-) -> dict[str, Any]:
-    """
-    Run one worker process (under ``py-spy record`` if ``py_spy`` names a
-    directory, importing txacme from ``txacme_src`` if given); return its
-    result.
-    """
-    environment = dict(os.environ)
-    source = txacme_src.resolve() if txacme_src else REPOSITORY / "src"
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(source), str(REPOSITORY)]
-        + [path for path in [environment.get("PYTHONPATH")] if path]
-    )
-    worker = [sys.executable, "-m", "benchmarks._client_worker", json.dumps(config)]
-    command = worker
-    if py_spy is not None:
-        py_spy.mkdir(parents=True, exist_ok=True)
-        output = py_spy.resolve() / f"{config['key']}.txt"
-        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
-        command = [spy or "py-spy", "record", "--nonblocking", "-r", "500", "-f", "raw"]
-        command += ["-o", str(output), "--", *worker]
-    process = subprocess.run(
-        command,
-        cwd=REPOSITORY,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=_WORKER_TIMEOUT,
-        check=False,
-    )
-    results = [
-        line[len("RESULT ") :]
-        for line in process.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
-    if process.returncode != 0 or not results:
-        raise RuntimeError(
-            f"the {config['key']} run failed (status {process.returncode}):\n"
-            f"{process.stdout[-4000:]}\n{process.stderr[-8000:]}"
-        )
-    if process.stderr.strip():
-        sys.stderr.write(process.stderr)
-    result: dict[str, Any] = json.loads(results[-1])
-    return result
 
 
 def _read_from(path: Path, offset: int) -> tuple[list[str], int]:
@@ -596,7 +548,15 @@ def main(argv: Sequence[str]) -> int:
             label = _label(run, arguments)
             print(f"  {label} ...", end="", flush=True)
             ca_cpu = _process_cpu(pids)
-            result = _run_worker(config, arguments.py_spy, arguments.txacme_src)
+            result = run_worker(
+                "benchmarks._client_worker",
+                config,
+                name=run.key,
+                description=f"the {run.key} run",
+                timeout=_WORKER_TIMEOUT,
+                py_spy=arguments.py_spy,
+                txacme_src=arguments.txacme_src,
+            )
             result["ca_cpu"] = _process_cpu(pids) - ca_cpu
             time.sleep(0.05)  # let Pebble's last log lines land
             lines, offset = _read_from(log_path, offset)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._service_store import GeneratedStore, ensure_store, invalidate
+from benchmarks._workers import run_worker
 
 __all__ = ["main"]
 
@@ -192,56 +192,6 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     if arguments.jobs < 1:
         parser.error("--jobs must be at least 1")
     return arguments
-
-
-def _run_worker(
-    config: dict[str, Any], py_spy: Path | None, txacme_src: Path | None
-) -> dict[str, Any]:
-    """
-    Run one worker process (under ``py-spy record`` if ``py_spy`` names a
-    directory, importing txacme from ``txacme_src`` if given); return its
-    result.
-    """
-    environment = dict(os.environ)
-    source = txacme_src.resolve() if txacme_src else REPOSITORY / "src"
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(source), str(REPOSITORY)]
-        + [path for path in [environment.get("PYTHONPATH")] if path]
-    )
-    worker = [sys.executable, "-m", "benchmarks._service_worker", json.dumps(config)]
-    command = worker
-    if py_spy is not None:
-        py_spy.mkdir(parents=True, exist_ok=True)
-        output = py_spy.resolve() / f"service-{config['count']}-{config['run']}.txt"
-        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
-        command = [spy or "py-spy", "record", "--nonblocking", "-r", "500", "-f", "raw"]
-        command += ["-o", str(output), "--", *worker]
-    process = subprocess.run(
-        command,
-        cwd=REPOSITORY,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=_WORKER_TIMEOUT,
-        check=False,
-    )
-    results = [
-        line[len("RESULT ") :]
-        for line in process.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
-    if process.returncode != 0 or not results:
-        raise RuntimeError(
-            f"the run over {config['count']} entries failed (status "
-            f"{process.returncode}):\n{process.stdout[-4000:]}\n"
-            f"{process.stderr[-8000:]}"
-        )
-    if process.stderr.strip():
-        sys.stderr.write(process.stderr)
-    result: dict[str, Any] = json.loads(results[-1])
-    result["grown_rss"] = result["peak_rss"] - result["baseline_rss"]
-    return result
 
 
 def _median(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -457,15 +407,20 @@ def main(argv: Sequence[str]) -> int:
                     arguments.profile.resolve() / f"service-{count}-{run}"
                 )
             try:
-                result = _run_worker(
+                result = run_worker(
+                    "benchmarks._service_worker",
                     config,
-                    None if probed else arguments.py_spy,
-                    arguments.txacme_src,
+                    name=f"service-{count}-{run}",
+                    description=f"the run over {count} entries",
+                    timeout=_WORKER_TIMEOUT,
+                    py_spy=None if probed else arguments.py_spy,
+                    txacme_src=arguments.txacme_src,
                 )
             except RuntimeError:
                 # It may have changed the store: do not reuse it.
                 invalidate(store.path)
                 raise
+            result["grown_rss"] = result["peak_rss"] - result["baseline_rss"]
             if probed:
                 stalls = {key: value for key, value in result.items() if "stall" in key}
                 print(
