@@ -64,6 +64,7 @@ from benchmarks._metering import (
     EndpointClassifier,
     pebble_log_requests,
 )
+from benchmarks._reporting import describe_machine, table, target_lines
 from benchmarks._workers import run_worker
 
 __all__ = ["RUNS", "Run", "main"]
@@ -324,23 +325,6 @@ def _milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(row[column]) for row in [header, *rows])
-        for column in range(len(header))
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [
-            cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)
-        ]
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
-
-
 def _report(
     results: dict[str, dict[str, Any]],
     arguments: argparse.Namespace,
@@ -367,7 +351,7 @@ def _report(
         )
         del key
     lines.append(
-        _table(
+        table(
             [
                 "run",
                 "certs",
@@ -405,7 +389,7 @@ def _report(
             cells.append(cell)
         if used:
             endpoint_rows.append([endpoint, *cells])
-    lines.append(_table(["endpoint", *keys], endpoint_rows))
+    lines.append(table(["endpoint", *keys], endpoint_rows))
 
     checks: list[tuple[bool, str]] = []
     txacme = results.get("txacme-ec")
@@ -470,26 +454,8 @@ def _report(
                 f"{result['stall_max'] * 1000:.1f} ms",
             )
         )
-    if checks:
-        lines.append("")
-        lines.append("Targets (issue 6):")
-        for met, description in checks:
-            lines.append(f"  [{'met ' if met else 'MISS'}] {description}")
+    lines += target_lines(checks)
     return "\n".join(lines), checks
-
-
-def _describe_machine() -> str:
-    cpus = os.cpu_count()
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    described = f"{cpus} CPUs" + (f" ({model})" if model else "")
-    return f"{described}, Python {sys.version.split()[0]}"
 
 
 def main(argv: Sequence[str]) -> int:
@@ -508,7 +474,7 @@ def main(argv: Sequence[str]) -> int:
         f"PEBBLE_WFE_NONCEREJECT=0, PEBBLE_AUTHZREUSE=0); poll interval "
         f"{arguments.poll_interval:g} s; txacme generates at most "
         f"{arguments.keygen_threads or 'unbounded'} keys at once; "
-        f"{_describe_machine()}",
+        f"{describe_machine()}",
         flush=True,
     )
     pebble = PebbleServer.start(options, workdir=workdir)
@@ -613,7 +579,7 @@ def main(argv: Sequence[str]) -> int:
                         "threads": arguments.threads,
                         "poll_interval": arguments.poll_interval,
                     },
-                    "machine": _describe_machine(),
+                    "machine": describe_machine(),
                     "results": results,
                 },
                 indent=2,

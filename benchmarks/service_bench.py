@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._reporting import describe_machine, table, target_lines
 from benchmarks._service_store import GeneratedStore, ensure_store, invalidate
 from benchmarks._workers import run_worker
 
@@ -205,23 +206,6 @@ def _median(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(row[column]) for row in [header, *rows])
-        for column in range(len(header))
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [
-            cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)
-        ]
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
-
-
 def _per_entry(result: dict[str, Any], key: str, unit: str) -> float:
     scale = 1e6 if unit == "us" else 1024.0
     return float(result[key]) * scale / int(result["count"])
@@ -238,7 +222,7 @@ def _report(
         for key, _, scale, form in _COLUMNS:
             row.append(format(result[key] * scale, form))
         rows.append(row)
-    lines.append(_table(["entries", *(heading for _, heading, _, _ in _COLUMNS)], rows))
+    lines.append(table(["entries", *(heading for _, heading, _, _ in _COLUMNS)], rows))
 
     lines.append("")
     lines.append("Per entry:")
@@ -254,7 +238,7 @@ def _report(
             ]
         )
     lines.append(
-        _table(
+        table(
             ["cost", *(f"{count:,}" for count in results)],
             per_entry_rows,
         )
@@ -311,26 +295,8 @@ def _report(
                     f"+{GROWTH_MARGIN:.0%} for noise)",
                 )
             )
-    if checks:
-        lines.append("")
-        lines.append("Targets (issue 6):")
-        for met, description in checks:
-            lines.append(f"  [{'met ' if met else 'MISS'}] {description}")
+    lines += target_lines(checks)
     return "\n".join(lines), checks
-
-
-def _describe_machine() -> str:
-    cpus = os.cpu_count()
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    described = f"{cpus} CPUs" + (f" ({model})" if model else "")
-    return f"{described}, Python {sys.version.split()[0]}"
 
 
 def _revision(source: Path) -> str:
@@ -376,7 +342,7 @@ def main(argv: Sequence[str]) -> int:
         f"I/O in the reactor's thread pool), FakeClient "
         f"{'offering' if arguments.ari else 'without'} renewal information; "
         f"{arguments.repeat} run(s) per size, each in a fresh process; txacme "
-        f"{revision}; {_describe_machine()}",
+        f"{revision}; {describe_machine()}",
         flush=True,
     )
     results: dict[int, dict[str, Any]] = {}
@@ -453,7 +419,7 @@ def main(argv: Sequence[str]) -> int:
                         "ari": arguments.ari,
                     },
                     "revision": revision,
-                    "machine": _describe_machine(),
+                    "machine": describe_machine(),
                     "stores": {
                         str(count): {
                             "path": str(store.path),
