@@ -49,22 +49,28 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import treq
+from acme import messages
 from attrs import define, field, frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.ssl import Certificate
+from twisted.python.url import URL
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.support import ConnectionTracker
+from txacme.client import Client, JWSClient
+from txacme.util import generate_private_key
 
 __all__ = [
     "PebbleManagement",
@@ -1150,3 +1156,57 @@ class PebbleTestCase(TypedAssertions, TestCase):
         The end of this Pebble's logs, for failure messages.
         """
         return self.pebble.logs()
+
+    async def registered_client(self) -> Client:
+        """
+        A client of this Pebble with a new account (a new P-256 key, ES256),
+        registered and agreeing to the terms.
+        """
+        key = JWKEC(key=generate_private_key("p256"))
+        jws = JWSClient(self.http_client(), key=key, alg=ES256)
+        client = await Client.from_url(
+            self.reactor,
+            URL.fromText(self.pebble.directory_url),
+            key=key,
+            alg=ES256,
+            jws_client=jws,
+        )
+        await client.register(
+            messages.NewRegistration.from_data(terms_of_service_agreed=True)
+        )
+        return client
+
+    async def verify_issued(
+        self, chain_pem: str, names: Sequence[str]
+    ) -> x509.Certificate:
+        """
+        Verify an issued chain (PEM, leaf first) against this Pebble's root
+        for every one of ``names``, DNS names and IP addresses alike; return
+        the leaf.
+        """
+        certificates = x509.load_pem_x509_certificates(chain_pem.encode("ascii"))
+        leaf, issuers = certificates[0], certificates[1:]
+        root_pem = await self.management().root_pem()
+        dns_names = [name for name in names if not _is_ip(name)]
+        if dns_names:
+            verify_chain(
+                leaf.public_bytes(serialization.Encoding.DER),
+                [issuer.public_bytes(serialization.Encoding.DER) for issuer in issuers],
+                root_pem,
+                dns_names,
+            )
+        store = Store([x509.load_pem_x509_certificate(root_pem)])
+        for name in names:
+            if _is_ip(name):
+                PolicyBuilder().store(store).build_server_verifier(
+                    x509.IPAddress(ipaddress.ip_address(name))
+                ).verify(leaf, issuers)
+        return leaf
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

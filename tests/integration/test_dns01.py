@@ -23,13 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import dns.rcode
-from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from josepy.jwa import ES256
-from josepy.jwk import JWKEC
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.python.url import URL
 from zope.interface import implementer
 
 from tests.integration.bind import BindServer, bind_for
@@ -46,7 +42,7 @@ from txacme.challenges import (
     DNSUpdateError,
     RFC2136Responder,
 )
-from txacme.client import Client, JWSClient, issue_certificate
+from txacme.client import issue_certificate
 from txacme.interfaces import IResponder
 from txacme.util import csr_for_names, generate_private_key
 
@@ -91,23 +87,6 @@ class DNS01Tests(PebbleTestCase):
         key_name = options.pop("key_name", self.bind.key_name)
         return RFC2136Responder(self.reactor, server, key_name, secret, **options)
 
-    async def client(self) -> Client:
-        """
-        A new account at Pebble.
-        """
-        key = JWKEC(key=generate_private_key("p256"))
-        client = await Client.from_url(
-            self.reactor,
-            URL.fromText(self.pebble.directory_url),
-            key=key,
-            alg=ES256,
-            jws_client=JWSClient(self.http_client(), key=key, alg=ES256),
-        )
-        await client.register(
-            messages.NewRegistration.from_data(terms_of_service_agreed=True)
-        )
-        return client
-
     async def issue(
         self, names: Sequence[str], responder: IResponder
     ) -> list[x509.Certificate]:
@@ -116,7 +95,7 @@ class DNS01Tests(PebbleTestCase):
 
         :returns: The chain, leaf first.
         """
-        client = await self.client()
+        client = await self.registered_client()
         key = generate_private_key("p256")
         chain_pem: str = await issue_certificate(
             client, self.reactor, csr_for_names(list(names), key), [responder]

@@ -15,31 +15,21 @@ validate it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import ip_address
 from typing import Any
 
 from acme import challenges, messages
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.verification import PolicyBuilder, Store
-from josepy.jwa import ES256
-from josepy.jwk import JWKEC
 from twisted.internet.defer import Deferred
-from twisted.python.url import URL
 from zope.interface import implementer
 
 from tests.integration.pebble import (
     PebbleOptions,
     PebbleTestCase,
     expect_failure,
-    verify_chain,
 )
 from tests.support import ConnectionTracker, LoopbackEndpoint
 from tests.test_http01 import Loopback, closed_port, port_of
 from txacme.challenges import HTTP01Responder, SelfCheck, SelfCheckFailed
 from txacme.client import (
-    Client,
-    JWSClient,
     answer_challenge,
     fqdn_identifier,
     issue_certificate,
@@ -113,22 +103,6 @@ class HTTP01StandalonePebbleTests(PebbleTestCase):
             self_check=SelfCheck(self.reactor, address=(LOOPBACK, port))
         )
 
-    async def client(self) -> Client:
-        """A new account at Pebble, registered and agreeing to the terms."""
-        key = JWKEC(key=generate_private_key("p256"))
-        jws = JWSClient(self.http_client(), key=key, alg=ES256)
-        client = await Client.from_url(
-            self.reactor,
-            URL.fromText(self.pebble.directory_url),
-            key=key,
-            alg=ES256,
-            jws_client=jws,
-        )
-        await client.register(
-            messages.NewRegistration.from_data(terms_of_service_agreed=True)
-        )
-        return client
-
     async def get(self, path: str) -> tuple[int, bytes]:
         """GET ``path`` from the standalone server: status and body."""
         code, body, _ = await self.loopback.fetch(self.pebble.http_port, path)
@@ -138,29 +112,6 @@ class HTTP01StandalonePebbleTests(PebbleTestCase):
         for path in paths:
             code, _ = await self.get(path)
             self.assertEqual(code, 404, path)
-
-    async def verify(self, chain_pem: str, names: Sequence[str]) -> x509.Certificate:
-        """
-        Verify the chain (leaf first) against Pebble's root for every name
-        (DNS names and IP addresses); return the leaf.
-        """
-        certificates = x509.load_pem_x509_certificates(chain_pem.encode("ascii"))
-        leaf, issuers = certificates[0], certificates[1:]
-        root_pem = await self.management().root_pem()
-        dns_names = [name for name in names if not _is_ip(name)]
-        verify_chain(
-            leaf.public_bytes(Encoding.DER),
-            [issuer.public_bytes(Encoding.DER) for issuer in issuers],
-            root_pem,
-            dns_names,
-        )
-        store = Store([x509.load_pem_x509_certificate(root_pem)])
-        for name in names:
-            if _is_ip(name):
-                PolicyBuilder().store(store).build_server_verifier(
-                    x509.IPAddress(ip_address(name))
-                ).verify(leaf, issuers)
-        return leaf
 
     def test_issue_certificate(self) -> Deferred[None]:
         """
@@ -173,13 +124,13 @@ class HTTP01StandalonePebbleTests(PebbleTestCase):
         async def run() -> None:
             responder = Recorded(self.responder())
             tracker = await self.listen(responder.responder)
-            client = await self.client()
+            client = await self.registered_client()
             names = ["http.example.test", "www.http.example.test", LOOPBACK]
             key = generate_private_key("p256")
             chain = await issue_certificate(
                 client, self.reactor, csr_for_names(names, key), [responder]
             )
-            leaf = await self.verify(chain, names)
+            leaf = await self.verify_issued(chain, names)
             self.assertEqual(leaf.public_key(), key.public_key())
             self.assertEqual(
                 sorted(server_name for server_name, _, _ in responder.started),
@@ -213,7 +164,7 @@ class HTTP01StandalonePebbleTests(PebbleTestCase):
         async def run() -> None:
             responder = Recorded(self.responder())
             await self.listen(responder.responder)
-            client = await self.client()
+            client = await self.registered_client()
             name = "seed.http.example.test"
             authzr = await client.request_challenges(fqdn_identifier(name))
             stop = await answer_challenge(authzr, client, [responder])
@@ -243,7 +194,7 @@ class HTTP01StandalonePebbleTests(PebbleTestCase):
         async def run() -> None:
             responder = self.responder(check_port=closed_port())
             tracker = await self.listen(responder)
-            client = await self.client()
+            client = await self.registered_client()
             name = "broken.http.example.test"
             authzr = await client.request_challenges(fqdn_identifier(name))
             error = await expect_failure(
@@ -261,11 +212,3 @@ class HTTP01StandalonePebbleTests(PebbleTestCase):
             self.assertEqual(tracker.connections, 0)
 
         return self.run_with_logs(run())
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ip_address(name)
-    except ValueError:
-        return False
-    return True

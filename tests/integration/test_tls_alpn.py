@@ -13,24 +13,18 @@ certificate.  The issued chain is verified against Pebble's root.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from ipaddress import ip_address
 from typing import Any
 
 from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.verification import PolicyBuilder, Store
-from josepy.jwa import ES256
-from josepy.jwk import JWKEC
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import Certificate
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.url import URL
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -48,7 +42,6 @@ from tests.test_tls_alpn import (
 from txacme.challenges import TLSALPN01, TLSALPN01Responder
 from txacme.client import (
     Client,
-    JWSClient,
     answer_challenge,
     fqdn_identifier,
     issue_certificate,
@@ -105,22 +98,6 @@ class TLSALPN01PebbleTests(PebbleTestCase):
 
         self.addCleanup(lambda: Deferred.fromCoroutine(close()))
 
-    async def client(self) -> Client:
-        """A new account at Pebble, registered and agreeing to the terms."""
-        key = JWKEC(key=generate_private_key("p256"))
-        jws = JWSClient(self.http_client(), key=key, alg=ES256)
-        client = await Client.from_url(
-            self.reactor,
-            URL.fromText(self.pebble.directory_url),
-            key=key,
-            alg=ES256,
-            jws_client=jws,
-        )
-        await client.register(
-            messages.NewRegistration.from_data(terms_of_service_agreed=True)
-        )
-        return client
-
     async def plain_clients_get_the_site(self, server_name: str) -> None:
         """
         Plain TLS clients for ``server_name`` get the site's certificate:
@@ -155,30 +132,6 @@ class TLSALPN01PebbleTests(PebbleTestCase):
         body: bytes = await response.content()
         return body
 
-    async def verify(self, chain_pem: str, names: Sequence[str]) -> x509.Certificate:
-        """
-        Verify the chain (leaf first) against Pebble's root for every name
-        (DNS names and IP addresses).
-        """
-        certificates = x509.load_pem_x509_certificates(chain_pem.encode("ascii"))
-        leaf, issuers = certificates[0], certificates[1:]
-        root_pem = await self.management().root_pem()
-        dns_names = [name for name in names if not _is_ip(name)]
-        if dns_names:
-            verify_chain(
-                leaf.public_bytes(Encoding.DER),
-                [issuer.public_bytes(Encoding.DER) for issuer in issuers],
-                root_pem,
-                dns_names,
-            )
-        store = Store([x509.load_pem_x509_certificate(root_pem)])
-        for name in names:
-            if _is_ip(name):
-                PolicyBuilder().store(store).build_server_verifier(
-                    x509.IPAddress(ip_address(name))
-                ).verify(leaf, issuers)
-        return leaf
-
     def test_seed_flow(self) -> Deferred[None]:
         """
         With the seed API (request_challenges, answer_challenge,
@@ -191,7 +144,7 @@ class TLSALPN01PebbleTests(PebbleTestCase):
 
         async def run() -> None:
             await self.serve_site()
-            client = await self.client()
+            client = await self.registered_client()
             name = "alpn.example.test"
             authzr = await client.request_challenges(fqdn_identifier(name))
             offered = {challb.chall.typ: challb for challb in authzr.body.challenges}
@@ -243,7 +196,7 @@ class TLSALPN01PebbleTests(PebbleTestCase):
 
         async def run() -> None:
             await self.serve_site()
-            client = await self.client()
+            client = await self.registered_client()
             names = ["alpn2.example.test", "www.alpn2.example.test", LOOPBACK]
             key = generate_private_key("p256")
             issuing = issue_certificate(
@@ -265,7 +218,7 @@ class TLSALPN01PebbleTests(PebbleTestCase):
             for handshake in plain:
                 self.assertEqual(handshake.certificate, SITE.certificate)
                 self.assertEqual(handshake.protocol, b"http/1.1")
-            leaf = await self.verify(chain, names)
+            leaf = await self.verify_issued(chain, names)
             self.assertEqual(leaf.public_key(), key.public_key())
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             self.assertEqual(
@@ -300,11 +253,3 @@ def site_root() -> Resource:
     root = Resource()  # type: ignore[no-untyped-call]
     root.putChild(b"", Data(SITE_BODY, "text/plain"))  # type: ignore[no-untyped-call]
     return root
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ip_address(name)
-    except ValueError:
-        return False
-    return True
