@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from txacme.client import Client, JWSClient, PollingPolicy
+from txacme.interfaces import IResponder
 from txacme.testing import MemoryAcmeServer
 from txacme.util import generate_private_key
 
@@ -199,6 +200,30 @@ class AcmeTestCase(TestCase):
             )
         )
         return client
+
+
+@implementer(IResponder)
+class RecordingResponder:
+    """
+    An IResponder that records the names it is asked to start and stop
+    responding for; with ``fail_start``, every start fails.
+    """
+
+    def __init__(
+        self, challenge_type: str = "http-01", fail_start: bool = False
+    ) -> None:
+        self.challenge_type = challenge_type
+        self.fail_start = fail_start
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+
+    def start_responding(self, server_name: str, challenge: Any, response: Any) -> None:
+        if self.fail_start:
+            raise RuntimeError("cannot start")
+        self.started.append(server_name)
+
+    def stop_responding(self, server_name: str, challenge: Any, response: Any) -> None:
+        self.stopped.append(server_name)
 
 
 def stub_treq(

@@ -21,9 +21,8 @@ from cryptography.x509 import verification
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.url import URL
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
 
-from tests.support import EC_KEY, NOW, AcmeTestCase, stub_treq
+from tests.support import EC_KEY, NOW, AcmeTestCase, RecordingResponder, stub_treq
 from txacme.challenges import HTTP01Responder
 from txacme.client import (
     AuthorizationFailed,
@@ -41,7 +40,6 @@ from txacme.errors import (
     MalformedResponse,
     TermsOfServiceNotAgreed,
 )
-from txacme.interfaces import IResponder
 from txacme.messages import CertificateChainResource, CertificateRequest
 from txacme.util import csr_for_names, generate_private_key
 
@@ -64,27 +62,6 @@ def _verify_chain(
         x509.load_der_x509_certificate(leaf_der),
         [x509.load_der_x509_certificate(der) for der in chain],
     )
-
-
-@implementer(IResponder)
-class RecordingResponder:
-    """An IResponder that records what it is asked to do."""
-
-    def __init__(
-        self, challenge_type: str = "http-01", fail_start: bool = False
-    ) -> None:
-        self.challenge_type = challenge_type
-        self.fail_start = fail_start
-        self.started: list[str] = []
-        self.stopped: list[str] = []
-
-    def start_responding(self, server_name: str, challenge: Any, response: Any) -> None:
-        if self.fail_start:
-            raise RuntimeError("cannot start")
-        self.started.append(server_name)
-
-    def stop_responding(self, server_name: str, challenge: Any, response: Any) -> None:
-        self.stopped.append(server_name)
 
 
 class FromURLTests(AcmeTestCase):

@@ -32,7 +32,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from tests.support import EC_KEY, OTHER_EC_KEY, AcmeTestCase
+from tests.support import EC_KEY, OTHER_EC_KEY, AcmeTestCase, RecordingResponder
 from txacme.challenges import HTTP01Responder
 from txacme.client import (
     Client,
@@ -122,22 +122,6 @@ def _certificate_without_aki() -> x509.Certificate:
         .not_valid_after(now + timedelta(days=1))
         .sign(_CERT_KEY, hashes.SHA256())
     )
-
-
-@implementer(IResponder)
-class RecordingResponder:
-    """An IResponder that records the names it starts and stops for."""
-
-    def __init__(self, challenge_type: str = "http-01") -> None:
-        self.challenge_type = challenge_type
-        self.started: list[str] = []
-        self.stopped: list[str] = []
-
-    def start_responding(self, server_name: str, challenge: Any, response: Any) -> None:
-        self.started.append(server_name)
-
-    def stop_responding(self, server_name: str, challenge: Any, response: Any) -> None:
-        self.stopped.append(server_name)
 
 
 @implementer(IResource)

@@ -41,7 +41,7 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tests.support import EC_KEY, NOW, AcmeTestCase, TestCase
+from tests.support import EC_KEY, NOW, AcmeTestCase, RecordingResponder, TestCase
 from txacme.client import Client, JWSClient, renewal_certificate_id
 from txacme.errors import ServerError
 from txacme.interfaces import ICertificateStore, IResponder
@@ -145,22 +145,6 @@ def stored(store: MemoryStore, key: str) -> list[pem.AbstractPEMObject]:
     result: list[list[pem.AbstractPEMObject]] = []
     store.get(key).addCallback(result.append)
     return result[0]
-
-
-@implementer(IResponder)
-class RecordingResponder:
-    """An IResponder that records what it is asked to do."""
-
-    def __init__(self, challenge_type: str = "http-01") -> None:
-        self.challenge_type = challenge_type
-        self.started: list[str] = []
-        self.stopped: list[str] = []
-
-    def start_responding(self, server_name: str, challenge: Any, response: Any) -> None:
-        self.started.append(server_name)
-
-    def stop_responding(self, server_name: str, challenge: Any, response: Any) -> None:
-        self.stopped.append(server_name)
 
 
 @implementer(ICertificateStore)

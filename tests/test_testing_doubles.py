@@ -16,8 +16,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 import txacme.store
-from tests.support import EC_KEY, NOW, TestCase
-from tests.test_service import RecordingResponder, pump
+from tests.support import EC_KEY, NOW, RecordingResponder, TestCase
+from tests.test_service import pump
 from txacme.client import issue_certificate, renewal_certificate_id
 from txacme.errors import AuthorizationsNotValid, NotOffered, ServerError
 from txacme.interfaces import IResponder
