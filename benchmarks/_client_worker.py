@@ -36,7 +36,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
-from twisted.internet.interfaces import IReactorTime
 
 from benchmarks._metering import (
     EndpointClassifier,
@@ -46,6 +45,7 @@ from benchmarks._metering import (
     count_treq_requests,
     subtract,
 )
+from benchmarks._workers import print_result, react_for_result
 
 __all__ = ["main"]
 
@@ -188,25 +188,7 @@ async def _run_txacme(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _txacme_main(config: dict[str, Any]) -> dict[str, Any]:
-    from twisted.internet import reactor
-    from twisted.internet.defer import Deferred
-    from twisted.internet.task import react
-
-    outcome: dict[str, Any] = {}
-
-    def run(reactor: IReactorTime) -> Deferred[None]:
-        async def body() -> None:
-            outcome.update(await _run_txacme(reactor, config))
-
-        return Deferred.fromCoroutine(body())
-
-    try:
-        react(run)
-    except SystemExit as exit:
-        if exit.code:
-            raise
-    del reactor
-    return outcome
+    return react_for_result(lambda reactor: _run_txacme(reactor, config))
 
 
 # -- certbot's acme -----------------------------------------------------------
@@ -407,7 +389,7 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"unknown client {config['client']!r}")
     if not result:
         return 1
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
     return 0
 
 

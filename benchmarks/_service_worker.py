@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._metering import StallProbe
+from benchmarks._workers import print_result, react_for_result
 
 __all__ = ["main"]
 
@@ -262,27 +263,11 @@ async def _run(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Run the configured run and print ``RESULT <json>``."""
-    from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorTime
-    from twisted.internet.task import react
-
     config: dict[str, Any] = json.loads(argv[0])
-    outcome: dict[str, Any] = {}
-
-    def run(reactor: IReactorTime) -> Deferred[None]:
-        async def body() -> None:
-            outcome.update(await _run(reactor, config))
-
-        return Deferred.fromCoroutine(body())
-
-    try:
-        react(run)
-    except SystemExit as exit:
-        if exit.code:
-            raise
+    outcome = react_for_result(lambda reactor: _run(reactor, config))
     if not outcome:
         return 1
-    print("RESULT " + json.dumps(outcome), flush=True)
+    print_result(outcome)
     return 0
 
 

@@ -1,8 +1,11 @@
 """
-Running a benchmark's worker: one measured run in a fresh process of its
-own, which prints its result as ``RESULT <json>``.
+A benchmark's workers: each measured run is a fresh process of its own,
+which prints its result as ``RESULT <json>``.
 
-Shared by :mod:`benchmarks.client_bench` and :mod:`benchmarks.service_bench`.
+:func:`run_worker` starts one and reads its result (in
+:mod:`benchmarks.client_bench` and :mod:`benchmarks.service_bench`);
+:func:`react_for_result` and :func:`print_result` are the worker's side (in
+:mod:`benchmarks._client_worker` and :mod:`benchmarks._service_worker`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["run_worker"]
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+__all__ = ["print_result", "react_for_result", "run_worker"]
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -82,3 +89,37 @@ def run_worker(
         sys.stderr.write(process.stderr)
     result: dict[str, Any] = json.loads(results[-1])
     return result
+
+
+def react_for_result(
+    run: Callable[[Any], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """
+    In a worker: run ``run(reactor)`` on the global reactor under
+    :func:`twisted.internet.task.react`; return what it returned, or an
+    empty dict if it returned nothing (a failure is logged by ``react``).
+
+    :raises SystemExit: If ``react`` exits with a non-zero status.
+    """
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import react
+
+    outcome: dict[str, Any] = {}
+
+    def main(reactor: Any) -> Deferred[None]:
+        async def body() -> None:
+            outcome.update(await run(reactor))
+
+        return Deferred.fromCoroutine(body())
+
+    try:
+        react(main)
+    except SystemExit as exit:
+        if exit.code:
+            raise
+    return outcome
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """In a worker: print ``result`` as :func:`run_worker` reads it."""
+    print(_RESULT + json.dumps(result), flush=True)
