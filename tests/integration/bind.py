@@ -52,6 +52,8 @@ import dns.rdtypes.ANY.TXT
 from attrs import define
 from twisted.trial.unittest import FailTest, SkipTest
 
+from tests.integration.pebble import stop_process
+
 __all__ = [
     "BindServer",
     "BindStartError",
@@ -292,13 +294,8 @@ class BindServer:
         seconds) and remove its directory.  Idempotent.
         """
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        if process is not None:
+            stop_process(process, timeout)
         log, self._log = self._log, None
         if log is not None:
             log.close()

@@ -88,6 +88,7 @@ __all__ = [
     "require_pebble",
     "resolve_a",
     "resolve_aaaa",
+    "stop_process",
     "verify_chain",
 ]
 
@@ -381,7 +382,7 @@ def _log_tail(path: Path) -> str:
     return text
 
 
-def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
     """
     Stop one child process by its PID: SIGTERM, then SIGKILL if it is still
     running after ``timeout`` seconds, and reap it.
@@ -609,7 +610,7 @@ class PebbleServer:
         """
         processes, self._processes = self._processes, []
         for process in reversed(processes):
-            _stop_process(process, timeout)
+            stop_process(process, timeout)
         logs, self._logs = self._logs, []
         for log in logs:
             log.close()

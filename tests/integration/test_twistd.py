@@ -32,7 +32,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from tests.integration.pebble import LOOPBACK, PebbleOptions, PebbleTestCase
+from tests.integration.pebble import (
+    LOOPBACK,
+    PebbleOptions,
+    PebbleTestCase,
+    stop_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SRC = ROOT / "src"
@@ -130,13 +135,7 @@ class Twistd:
 
         :returns: Its exit status.
         """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
+        stop_process(self.process, STOP_TIMEOUT)
         self._log.close()
         return self.process.returncode
 
