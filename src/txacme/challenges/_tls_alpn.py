@@ -61,6 +61,7 @@ from txacme.interfaces import IResponder
 from txacme.util import (
     KEY_TYPES,
     PrivateKey,
+    _general_name,
     clock_now,
     generate_private_key_in_thread,
 )
@@ -155,14 +156,6 @@ def _der_octet_string(content: bytes) -> bytes:
     return b"\x04" + encoded_length + content
 
 
-def _subject_alternative_name(identifier: str) -> x509.GeneralName:
-    try:
-        address = ipaddress.ip_address(identifier)
-    except ValueError:
-        return x509.DNSName(identifier)
-    return x509.IPAddress(address)
-
-
 def tls_alpn_01_certificate(
     identifier: str, key_authorization: str, key: PrivateKey, now: datetime
 ) -> x509.Certificate:
@@ -199,7 +192,7 @@ def tls_alpn_01_certificate(
         .not_valid_after(now + _VALID_AFTER)
         # An empty subject needs a critical subjectAltName (RFC 5280 §4.2.1.6).
         .add_extension(
-            x509.SubjectAlternativeName([_subject_alternative_name(identifier)]),
+            x509.SubjectAlternativeName([_general_name(identifier)]),
             critical=True,
         )
         .add_extension(
