@@ -189,15 +189,115 @@ class RegisterTests(AcmeTestCase):
 
     def test_terms_not_agreed(self) -> None:
         """
-        A CA refusing an account without agreement to its terms gives an
-        error saying exactly what to pass; no account is created.
+        A CA refusing an account without agreement to its terms makes
+        ``register`` return a registration without URL, carrying the terms;
+        no account is created and nothing is agreed to.
         """
         client = self.make_client()
-        failure = self.errorOf(client.register(), TermsOfServiceNotAgreed)
-        self.assertIn("terms_of_service_agreed=True", str(failure))
-        self.assertIn("https://acme.example/terms", str(failure))
-        self.assertEqual(failure.terms_of_service, "https://acme.example/terms")
+        regr = self.successResultOf(
+            client.register(
+                messages.NewRegistration.from_data(email="admin@example.test")
+            )
+        )
+        self.assertIsNone(regr.uri)
+        self.assertEqual(regr.terms_of_service, "https://acme.example/terms")
+        self.assertEqual(regr.body.contact, ("mailto:admin@example.test",))
+        self.assertFalse(regr.body.terms_of_service_agreed)
         self.assertEqual(self.server.accounts, [])
+
+    def test_register_then_agree(self) -> None:
+        """
+        txacme 0.9's flow, ``register`` then ``agree_to_tos``, creates the
+        account with the agreement and the registration's contacts; later
+        requests are signed for it.
+        """
+        client = self.make_client()
+        regr = self.successResultOf(
+            client.register(
+                messages.NewRegistration.from_data(email="admin@example.test")
+            )
+        )
+        agreed = self.successResultOf(client.agree_to_tos(regr))
+        [account] = self.server.accounts
+        self.assertEqual(agreed.uri, account.url)
+        self.assertTrue(account.terms_of_service_agreed)
+        self.assertEqual(account.contact, ("mailto:admin@example.test",))
+        self.assertEqual(agreed.terms_of_service, "https://acme.example/terms")
+        authzr = self.successResultOf(
+            client.request_challenges(fqdn_identifier("a.example"))
+        )
+        self.assertEqual(authzr.body.identifier.value, "a.example")
+
+    def test_register_without_argument_then_agree(self) -> None:
+        """
+        ``register()`` with no argument, as in txacme 0.9, then
+        ``agree_to_tos`` creates an account without contacts.
+        """
+        client = self.make_client()
+        regr = self.successResultOf(client.register())
+        agreed = self.successResultOf(client.agree_to_tos(regr))
+        [account] = self.server.accounts
+        self.assertEqual(agreed.uri, account.url)
+        self.assertEqual(account.contact, ())
+
+    def test_account_needed_before_agreement(self) -> None:
+        """
+        A request that needs the account while ``register`` waits for the
+        agreement fails with ``TermsOfServiceNotAgreed`` saying what to do,
+        without sending anything; so does an update that does not agree.
+        """
+        client = self.make_client()
+        regr = self.successResultOf(client.register())
+        sent = len(self.server.requests)
+        failure = self.errorOf(
+            client.request_challenges(fqdn_identifier("a.example")),
+            TermsOfServiceNotAgreed,
+        )
+        self.assertTrue(failure.account_pending)
+        self.assertIn("agree_to_tos", str(failure))
+        self.assertIn("https://acme.example/terms", str(failure))
+        self.assertEqual(len(self.server.requests), sent)
+        update = regr.update(
+            body=regr.body.update(contact=("mailto:other@example.test",))
+        )
+        failure = self.errorOf(client.update_registration(update), TermsOfServiceNotAgreed)
+        self.assertTrue(failure.account_pending)
+        self.assertEqual(self.server.accounts, [])
+
+    def test_agreement_in_register(self) -> None:
+        """
+        Passing the agreement to ``register`` creates the account in one
+        request.
+        """
+        client = self.make_client()
+        sent = len(self.server.requests)
+        regr = self.successResultOf(
+            client.register(
+                messages.NewRegistration.from_data(terms_of_service_agreed=True)
+            )
+        )
+        self.assertEqual(regr.uri, self.server.accounts[0].url)
+        new_accounts = [
+            request
+            for request in self.server.requests[sent:]
+            if request.endpoint == "newAccount"
+        ]
+        self.assertEqual(len(new_accounts), 1)
+
+    def test_other_account_errors_raise(self) -> None:
+        """
+        ``register`` still raises for errors other than missing agreement.
+        """
+        client = self.make_client()
+        failure = self.errorOf(
+            client.register(
+                messages.NewRegistration.from_data(
+                    email="not an address", terms_of_service_agreed=False
+                )
+            ),
+            ServerError,
+        )
+        self.assertNotIsInstance(failure, TermsOfServiceNotAgreed)
 
     def test_missing_location(self) -> None:
         """

@@ -209,7 +209,12 @@ class ExampleScriptTests(DocsTestCase):
         output = run_example("handling_errors.py")
         self.assertRegex(
             output,
-            r"(?m)^TermsOfServiceNotAgreed: .*pass new_reg=NewRegistration"
+            r"(?m)^no account yet \(uri=None\), terms: https://acme\.example/terms$",
+        )
+        self.assertRegex(
+            output,
+            r"(?m)^TermsOfServiceNotAgreed: No account yet: .* Call "
+            r"Client\.agree_to_tos\(regr\) .*pass new_reg=NewRegistration"
             r"\.from_data\(\.\.\., terms_of_service_agreed=True\)",
         )
         self.assertRegex(output, r"(?m)^registered, terms: https://acme\.example/")

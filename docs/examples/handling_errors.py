@@ -52,17 +52,21 @@ async def connect(clock: Clock, server: MemoryAcmeServer) -> Client:
 
 
 async def terms_of_service(clock: Clock, server: MemoryAcmeServer) -> Client:
-    """RFC 8555 CAs want the terms agreed to in the newAccount request."""
+    """
+    RFC 8555 CAs create an account only with the agreement to their terms:
+    until then, register returns a registration without account URL, and
+    requests that need the account fail.
+    """
     client = await connect(clock, server)
+    regr = await client.register(
+        messages.NewRegistration.from_data(email="a@example.com")
+    )
+    print(f"no account yet (uri={regr.uri}), terms: {regr.terms_of_service}")
     try:
-        await client.register(messages.NewRegistration.from_data(email="a@example.com"))
+        await client.request_challenges(fqdn_identifier("example.com"))
     except TermsOfServiceNotAgreed as error:
         print(f"TermsOfServiceNotAgreed: {error}")
-    regr = await client.register(
-        messages.NewRegistration.from_data(
-            email="a@example.com", terms_of_service_agreed=True
-        )
-    )
+    regr = await client.agree_to_tos(regr)
     print(f"registered, terms: {regr.terms_of_service}")
     return client
 

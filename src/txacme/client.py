@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin
@@ -335,6 +335,10 @@ class Client:
         # for request_issuance to finalize.
         self._orders: dict[frozenset[tuple[str, str]], messages.OrderResource] = {}
         self._owned_pool: Any = None
+        # A registration the CA refused for want of agreement to its terms
+        # (txacme 0.9's register-then-agree_to_tos): created when the
+        # application agrees.
+        self._pending: _PendingRegistration | None = None
 
     #: How many orders made by :meth:`request_challenges` are remembered for
     #: :meth:`request_issuance` (the oldest are forgotten first).
@@ -448,15 +452,22 @@ class Client:
         answers 200 with its URL).  Later requests are signed with the
         account URL as ``kid``.
 
+        Most CAs create an account only with ``terms_of_service_agreed=True``
+        in this request.  Without it, when the CA refuses for that reason,
+        the registration returned has no ``uri`` (no account exists yet) and
+        its ``terms_of_service`` is the CA's terms: once the user agreed,
+        :meth:`agree_to_tos` creates the account, as in txacme 0.9's
+        register-then-agree flow.  Nothing is agreed to unless the
+        application does so; a request needing the account meanwhile raises
+        :exc:`~txacme.errors.TermsOfServiceNotAgreed`.
+
         :param new_reg: The registration message to use, or ``None`` to
-            construct one.  Most CAs refuse to create an account unless it
-            has ``terms_of_service_agreed=True``.
+            construct one.
         :param eab: External Account Binding credentials (RFC 8555 §7.3.4),
             for CAs that require them (ZeroSSL, Google, Sectigo...).
         :returns: A Deferred firing with the registration resource; its
-            ``uri`` is the account URL, its ``terms_of_service`` the CA's
-            terms.
-        :raises TermsOfServiceNotAgreed: If the CA wants the terms agreed.
+            ``uri`` is the account URL (``None`` while the CA waits for the
+            agreement), its ``terms_of_service`` the CA's terms.
         :raises ExternalAccountRequired: If the CA requires ``eab`` and none
             was given (checked before anything is sent).
         :raises AccountDoesNotExist: For ``only_return_existing`` without an
@@ -489,14 +500,75 @@ class Client:
         try:
             response, jobj = await self._client._post_json(url, payload, use_jwk=True)
         except ServerError as error:
-            raise self._account_error(error, new_reg) from error
+            account_error = self._account_error(error, new_reg)
+            if not isinstance(account_error, TermsOfServiceNotAgreed):
+                raise account_error from error
+            return self._await_agreement(new_reg, eab, account_error)
         location = _location(response, url)
         self._client.kid = location
+        self._pending = None
         if response.code == 200 and not jobj:
             # An existing account answered with only its URL (RFC 8555
             # §7.3.1 does not require a body): read it.
-            response, jobj = await self._client._post_json(location, None)
+            response, jobj = await self._signed_json(location, None)
         return self._registration_resource(response, jobj, location)
+
+    def _await_agreement(
+        self,
+        new_reg: messages.NewRegistration,
+        eab: EABCredentials | None,
+        error: TermsOfServiceNotAgreed,
+    ) -> messages.RegistrationResource:
+        """
+        The CA wants its terms agreed to before it creates the account: as
+        ACME v1 CAs did, return a registration for the application to
+        agree on (:meth:`agree_to_tos`), without an account URL yet.  The
+        account is created by ``agree_to_tos``; nothing is agreed to on the
+        application's behalf.
+        """
+        self._pending = _PendingRegistration(new_reg, eab, error)
+        _log.info(
+            "The CA creates the account once its terms of service {terms} are "
+            "agreed to (agree_to_tos)",
+            terms=error.terms_of_service,
+        )
+        body = messages.Registration(
+            contact=new_reg.contact, terms_of_service_agreed=False
+        )
+        if error.terms_of_service is None:
+            return messages.RegistrationResource(body=body, uri=None)
+        return messages.RegistrationResource(
+            body=body, uri=None, terms_of_service=error.terms_of_service
+        )
+
+    def _account_url(self) -> str:
+        """
+        The account URL requests are signed with (``kid``).
+
+        :raises TermsOfServiceNotAgreed: If :meth:`register` is waiting for
+            the application to agree to the CA's terms of service.
+        """
+        kid = self._client.kid
+        if kid is None and self._pending is not None:
+            raise self._pending.error.waiting()
+        return kid  # type: ignore[return-value]
+
+    async def _signed_json(
+        self,
+        url: str,
+        payload: Mapping[str, Any] | JSONDeSerializable | None,
+    ) -> tuple[_Response, Any]:
+        """A JSON request signed for the account (``kid``)."""
+        self._account_url()
+        return await self._client._post_json(url, payload)
+
+    async def _signed(
+        self, url: str, payload: bytes, **kwargs: Any
+    ) -> tuple[_Response, bytes]:
+        """A request signed for the account, or with ``key`` if given."""
+        if kwargs.get("key") is None:
+            self._account_url()
+        return await self._client._post(url, payload, **kwargs)
 
     def _account_error(
         self, error: ServerError, new_reg: messages.Registration
@@ -539,11 +611,28 @@ class Client:
         Accept the terms-of-service for a registration: an account update
         with ``termsOfServiceAgreed: true`` (RFC 8555 §7.3.2).
 
+        When :meth:`register` returned a registration without a URL, because
+        the CA creates accounts only with the agreement (RFC 8555 §7.3),
+        this creates the account: ``newAccount`` again, with the same
+        contacts (as ``regr`` has them) and External Account Binding, and
+        ``termsOfServiceAgreed: true``.
+
         :param regr: The registration to update.
         :returns: A Deferred firing with the updated registration resource.
         """
         updated = regr.update(body=regr.body.update(terms_of_service_agreed=True))
         return await self.update_registration(updated)
+
+    async def _create_pending(
+        self, regr: messages.RegistrationResource, pending: _PendingRegistration
+    ) -> messages.RegistrationResource:
+        """Create the account :meth:`register` left waiting for agreement."""
+        if not regr.body.terms_of_service_agreed:
+            raise pending.error.waiting()
+        new_reg = pending.new_reg.update(
+            contact=regr.body.contact, terms_of_service_agreed=True
+        )
+        return await self.register(new_reg, pending.eab)
 
     @deferred_async
     async def update_registration(
@@ -557,11 +646,22 @@ class Client:
         :param regr: The registration, with the fields to change in its body.
         :param uri: The account URL, if not ``regr.uri``.
         :returns: A Deferred firing with the updated registration resource.
+        :raises TermsOfServiceNotAgreed: For the registration :meth:`register`
+            left waiting for agreement to the CA's terms, unless the update
+            agrees to them (then the account is created, as by
+            :meth:`agree_to_tos`).
         """
         url = uri if uri is not None else regr.uri
+        if url is None:
+            pending = self._pending
+            if pending is None:
+                raise ValueError(
+                    "The registration has no account URL: register it first"
+                )
+            return await self._create_pending(regr, pending)
         payload = _account_payload(regr.body, update=True)
         try:
-            response, jobj = await self._client._post_json(url, payload)
+            response, jobj = await self._signed_json(url, payload)
         except ServerError as error:
             raise self._account_error(
                 error, regr.body.update(terms_of_service_agreed=True)
@@ -590,7 +690,7 @@ class Client:
         identifier = _to_identifier(identifier)
         url = _directory_url(self.directory, "newAuthz")
         if url is not None:
-            response, jobj = await self._client._post_json(
+            response, jobj = await self._signed_json(
                 url, {"identifier": identifier.to_partial_json()}
             )
             location = _location(response, url)
@@ -633,7 +733,7 @@ class Client:
         payload: JSONDeSerializable | dict[str, Any] = (
             {} if response is None else response
         )
-        http_response, jobj = await self._client._post_json(challenge_body.uri, payload)
+        http_response, jobj = await self._signed_json(challenge_body.uri, payload)
         body = _parse(messages.ChallengeBody, jobj, http_response)
         links = response_links(http_response, challenge_body.uri)
         authzr_uri = (links.get("up") or [""])[0]
@@ -661,7 +761,7 @@ class Client:
     async def _fetch_authorization(
         self, url: str
     ) -> tuple[messages.AuthorizationResource, float | None]:
-        response, jobj = await self._client._post_json(url, None)
+        response, jobj = await self._signed_json(url, None)
         body = _parse(messages.Authorization, jobj, response)
         retry_after = parse_retry_after(
             first_header(response, b"retry-after"), self._reactor.seconds
@@ -705,7 +805,7 @@ class Client:
         if replaces is not None:
             payload["replaces"] = replaces
         url = self.directory["newOrder"]
-        response, jobj = await self._client._post_json(url, payload)
+        response, jobj = await self._signed_json(url, payload)
         location = _location(response, url)
         order = _parse(messages.Order, jobj, response)
         if order.finalize is None or order.authorizations is None:
@@ -717,7 +817,7 @@ class Client:
     async def _refresh_order(
         self, orderr: messages.OrderResource
     ) -> tuple[messages.OrderResource, float | None]:
-        response, jobj = await self._client._post_json(orderr.uri, None)
+        response, jobj = await self._signed_json(orderr.uri, None)
         order = _parse(messages.Order, jobj, response)
         retry_after = parse_retry_after(
             first_header(response, b"retry-after"), self._reactor.seconds
@@ -805,7 +905,7 @@ class Client:
         self, orderr: messages.OrderResource, csr: x509.CertificateSigningRequest
     ) -> tuple[messages.OrderResource, float | None]:
         """POST the CSR to the order's finalize URL (RFC 8555 §7.4)."""
-        response, jobj = await self._client._post_json(
+        response, jobj = await self._signed_json(
             orderr.body.finalize, {"csr": encode_csr(csr)}
         )
         orderr = orderr.update(body=_parse(messages.Order, jobj, response))
@@ -844,7 +944,7 @@ class Client:
         self, url: str
     ) -> tuple[_Response, bytes, list[x509.Certificate]]:
         """POST-as-GET a certificate URL (RFC 8555 §7.4.2) and parse the chain."""
-        response, body = await self._client._post(
+        response, body = await self._signed(
             url, b"", content_type=PEM_CHAIN_TYPE, accept=PEM_CHAIN_TYPE
         )
         return response, body, _parse_pem_chain(body, response)
@@ -977,7 +1077,7 @@ class Client:
         :param regr: The account.
         :returns: A Deferred firing with the deactivated registration.
         """
-        response, jobj = await self._client._post_json(
+        response, jobj = await self._signed_json(
             regr.uri, {"status": messages.STATUS_DEACTIVATED.name}
         )
         return self._registration_resource(
@@ -1017,7 +1117,7 @@ class Client:
             nonce=None,
             url=url,
         )
-        await self._client._post(
+        await self._signed(
             url, inner.json_dumps().encode("utf-8"), content_type=None
         )
         self._client.set_key(new_jwk, new_alg)
@@ -1034,7 +1134,7 @@ class Client:
         :param authzr: The authorization.
         :returns: A Deferred firing with the deactivated authorization.
         """
-        response, jobj = await self._client._post_json(
+        response, jobj = await self._signed_json(
             authzr.uri, {"status": messages.STATUS_DEACTIVATED.name}
         )
         return messages.AuthorizationResource(
@@ -1067,10 +1167,10 @@ class Client:
             payload["reason"] = reason  # type: ignore[assignment]
         url = _required_url(self.directory, "revokeCert")
         if key is None:
-            await self._client._post(url, _json_bytes(payload), content_type=None)
+            await self._signed(url, _json_bytes(payload), content_type=None)
         else:
             signing_key = _as_jwk(key)
-            await self._client._post(
+            await self._signed(
                 url,
                 _json_bytes(payload),
                 content_type=None,
@@ -1229,6 +1329,15 @@ class Client:
             ],
         )
         return finalized
+
+
+@frozen
+class _PendingRegistration:
+    """A newAccount the CA refused for want of agreement to its terms."""
+
+    new_reg: messages.NewRegistration
+    eab: EABCredentials | None
+    error: TermsOfServiceNotAgreed
 
 
 _ARI_DEFAULT_RETRY = 6 * 3600.0

@@ -130,8 +130,16 @@ class TermsOfServiceNotAgreed(ServerError):
     :meth:`txacme.client.Client.register` once the user has agreed to
     :attr:`terms_of_service`.
 
+    txacme 0.9's flow, :meth:`~txacme.client.Client.register` then
+    :meth:`~txacme.client.Client.agree_to_tos`, works too: ``register``
+    then returns a registration without a URL, and the account is created
+    by ``agree_to_tos``.  A request that needs the account in between
+    raises this error with :attr:`account_pending` set.
+
     :ivar terms_of_service: The URL of the terms, from the directory, or
         ``None`` if the CA does not publish one.
+    :ivar account_pending: Whether ``register`` returned a registration
+        waiting for ``agree_to_tos`` and the account does not exist yet.
     """
 
     def __init__(
@@ -139,12 +147,33 @@ class TermsOfServiceNotAgreed(ServerError):
         message: messages.Error,
         response: IResponse | None,
         terms_of_service: str | None,
+        *,
+        account_pending: bool = False,
     ) -> None:
         super().__init__(message, response)
         self.terms_of_service = terms_of_service
+        self.account_pending = account_pending
+
+    def waiting(self) -> TermsOfServiceNotAgreed:
+        """
+        The error for a request that needs the account while it waits for
+        agreement (:attr:`account_pending` set).
+        """
+        return TermsOfServiceNotAgreed(
+            self.message, self.response, self.terms_of_service, account_pending=True
+        )
 
     def __str__(self) -> str:
         terms = self.terms_of_service or "(no URL published)"
+        if self.account_pending:
+            return (
+                "No account yet: the CA creates it only once its terms of "
+                f"service {terms} are agreed to.  Call Client.agree_to_tos(regr) "
+                "with the registration Client.register returned, or pass "
+                "new_reg=NewRegistration.from_data(..., "
+                "terms_of_service_agreed=True) to Client.register. "
+                f"The CA said: {super().__str__()}"
+            )
         return (
             f"The CA requires agreement to its terms of service {terms} "
             "before it creates an account: pass "
