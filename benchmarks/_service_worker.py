@@ -231,7 +231,7 @@ async def _run(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
 
     check.start()
     # What the service's LoopingCall calls every check_interval.
-    await service._tick()
+    await service.check()
     await _idle(reactor, busy)
     check.stop()
 

@@ -260,7 +260,9 @@ class RegisterTests(AcmeTestCase):
         update = regr.update(
             body=regr.body.update(contact=("mailto:other@example.test",))
         )
-        failure = self.errorOf(client.update_registration(update), TermsOfServiceNotAgreed)
+        failure = self.errorOf(
+            client.update_registration(update), TermsOfServiceNotAgreed
+        )
         self.assertTrue(failure.account_pending)
         self.assertEqual(self.server.accounts, [])
 
@@ -467,6 +469,29 @@ class AuthorizationTests(AcmeTestCase):
             answer_challenge(authzr, client, [responder]), RuntimeError
         )
         self.assertEqual(responder.stopped, ["a.example"])
+        self.assertEqual(self.server.request_counts()["challenge"], 0)
+
+    def test_start_error_not_masked_by_stop_error(self) -> None:
+        """
+        When a responder fails to start and then fails to stop too, the
+        start's error is raised and the stop's is logged.
+        """
+        client = self.registered_client()
+        authzr = self.successResultOf(
+            client.request_challenges(fqdn_identifier("a.example"))
+        )
+
+        class BrokenResponder(RecordingResponder):
+            def stop_responding(
+                self, server_name: str, challenge: Any, response: Any
+            ) -> None:
+                raise OSError("cannot delete what was never added")
+
+        responder = BrokenResponder(fail_start=True)
+        self.failureResultOf(
+            answer_challenge(authzr, client, [responder]), RuntimeError
+        )
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual(self.server.request_counts()["challenge"], 0)
 
     def test_failed_answer_stops(self) -> None:

@@ -732,6 +732,19 @@ class PollingPolicyTests(_NativeTestCase):
         self.assertEqual(policy.delay(3, retry_after=0.5), 0.5)
         self.assertEqual(policy.delay(0, retry_after=-3), 0)
 
+    def test_authorization_delay(self) -> None:
+        """
+        The first wait for an authorization is ``initial_delay`` when set
+        (0 polls at once), else the first delay; a Retry-After wins; later
+        waits follow the delays.
+        """
+        default = PollingPolicy(first_delay=2, factor=2)
+        self.assertEqual(default.authorization_delay(0, None), 2)
+        immediate = PollingPolicy(first_delay=2, factor=2, initial_delay=0)
+        self.assertEqual(immediate.authorization_delay(0, None), 0)
+        self.assertEqual(immediate.authorization_delay(0, 7.0), 7.0)
+        self.assertEqual(immediate.authorization_delay(1, None), 4)
+
     def test_validation(self) -> None:
         """Non-positive delays and timeouts, and factors below 1, are refused."""
         for arguments in (
@@ -739,6 +752,7 @@ class PollingPolicyTests(_NativeTestCase):
             {"factor": 0.5},
             {"max_delay": 0},
             {"timeout": 0},
+            {"initial_delay": -1},
         ):
             self.assertRaises(ValueError, PollingPolicy, **arguments)
 

@@ -24,13 +24,13 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from random import Random
-from typing import Any
+from typing import Any, cast
 
 import pem
 from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 from josepy.jwa import ES256
@@ -42,13 +42,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tests.support import EC_KEY, NOW, AcmeTestCase, RecordingResponder, TestCase
-from txacme.client import Client, JWSClient, renewal_certificate_id
+from txacme.client import Client, JWSClient, PollingPolicy, renewal_certificate_id
 from txacme.errors import ServerError
 from txacme.interfaces import ICertificateStore, IResponder
 from txacme.service import (
     AcmeIssuingService,
     Backoff,
     IssuingClient,
+    _key_object,
     parse_server_names,
 )
 from txacme.store import CertificateSummary, MemoryStore, summarize
@@ -209,6 +210,10 @@ class ServiceTestCase(TestCase):
         arguments.setdefault("responders", [self.responder])
         arguments.setdefault("panic", self.record_panic)
         arguments.setdefault("random", Random(5))
+        # P-256 keys are made in microseconds, RSA-2048 (the default) in
+        # tens of milliseconds: tests of the default ask for it.
+        if "generate_key" not in arguments:
+            arguments.setdefault("key_type", "p256")
         service = AcmeIssuingService(
             cert_store=store, clock=self.clock, email="admin@example.com", **arguments
         )
@@ -231,15 +236,15 @@ class IssueOnStartTests(ServiceTestCase):
         Every entry without a certificate gets one at start (key, leaf and
         issuer chain, the leaf for the entry's name), after registering
         with the e-mail address and agreeing to the terms; then
-        ``when_certs_valid`` fires.
+        ``when_certs_valid`` fires.  The fake CA validates at once, so this
+        happens without the clock moving, as with txacme 0.9's fake.
         """
         service, store = self.make_service(
             MemoryStore({"a.example": [], "b.example": []})
         )
-        service.startService()
         ready = service.when_certs_valid()
         self.assertNoResult(ready)
-        pump(self.clock, 1)
+        service.startService()
         self.successResultOf(ready)
         self.assertTrue(service.ready)
         self.assertEqual(sorted(self.order_names()), [("a.example",), ("b.example",)])
@@ -247,7 +252,7 @@ class IssueOnStartTests(ServiceTestCase):
             objects = stored(store, name)
             self.assertEqual(
                 [type(obj) for obj in objects],
-                [pem.PrivateKey, pem.Certificate, pem.Certificate],
+                [pem.ECPrivateKey, pem.Certificate, pem.Certificate],
             )
             leaf = leaf_of(objects)
             leaf.verify_directly_issued_by(self.fake.ca_certificate)
@@ -260,16 +265,74 @@ class IssueOnStartTests(ServiceTestCase):
         self.assertEqual(self.responder.started, self.responder.stopped)
         self.assertEqual(len(self.responder.started), 2)
 
-    def test_default_key_is_p256(self) -> None:
-        """New certificates get ECDSA P-256 keys by default."""
-        service, store = self.make_service(MemoryStore({"a.example": []}))
-        service.startService()
-        pump(self.clock, 1)
-        key = serialization.load_pem_private_key(
-            stored(store, "a.example")[0].as_bytes(), None
+    def test_default_key_is_rsa_2048_traditional(self) -> None:
+        """
+        New certificates get RSA-2048 keys by default, stored as txacme 0.9
+        stored them: the traditional OpenSSL format (``BEGIN RSA PRIVATE
+        KEY``), which applications look for.
+        """
+        service, store = self.make_service(
+            MemoryStore({"a.example": []}), key_type="rsa"
         )
+        service.startService()
+        [key_object] = [
+            obj for obj in stored(store, "a.example") if isinstance(obj, pem.Key)
+        ]
+        self.assertIsInstance(key_object, pem.RSAPrivateKey)
+        self.assertTrue(
+            key_object.as_bytes().startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+        )
+        key = serialization.load_pem_private_key(key_object.as_bytes(), None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        self.assertEqual(key.key_size, 2048)
+
+    def test_key_type_p256(self) -> None:
+        """
+        ``key_type="p256"`` gives ECDSA P-256 keys, stored in their
+        traditional format (``BEGIN EC PRIVATE KEY``).
+        """
+        service, store = self.make_service(
+            MemoryStore({"a.example": []}), key_type="p256"
+        )
+        service.startService()
+        key_object = stored(store, "a.example")[0]
+        self.assertTrue(
+            key_object.as_bytes().startswith(b"-----BEGIN EC PRIVATE KEY-----")
+        )
+        key = serialization.load_pem_private_key(key_object.as_bytes(), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         self.assertEqual(key.curve.name, "secp256r1")
+
+    def test_generated_key_kept_in_its_traditional_format(self) -> None:
+        """
+        A key from ``generate_key`` is stored in the traditional format of
+        its type; a type without one (Ed25519) in PKCS#8.
+        """
+        for generate, marker in [
+            (lambda: ec.generate_private_key(ec.SECP384R1()), b"EC PRIVATE KEY"),
+            (
+                lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024),
+                b"RSA PRIVATE KEY",
+            ),
+        ]:
+            self.fake = FakeClient(EC_KEY, self.clock)
+            service, store = self.make_service(
+                MemoryStore({"a.example": []}), generate_key=generate
+            )
+            service.startService()
+            self.assertIn(
+                b"-----BEGIN " + marker, stored(store, "a.example")[0].as_bytes()
+            )
+            self.successResultOf(service.stopService())
+        self.assertEqual(
+            _key_object(ed25519.Ed25519PrivateKey.generate()).as_bytes()[:27],  # type: ignore[arg-type]
+            b"-----BEGIN PRIVATE KEY-----",
+        )
+
+    def test_unknown_key_type(self) -> None:
+        """An unknown ``key_type`` is refused at once."""
+        with self.assertRaises(ValueError):
+            self.make_service(key_type="dsa")
 
     def test_generate_key(self) -> None:
         """
@@ -390,10 +453,12 @@ class IssueOnStartTests(ServiceTestCase):
 
     def test_client_creation_failure_retried(self) -> None:
         """
-        If the client cannot be created, the issuance fails and is retried
-        with backoff, creating the client anew.
+        If the client cannot be created (at start, for registering), the
+        failure is logged, the issuance fails and is retried with backoff,
+        creating the client anew.
         """
         outcomes: list[Deferred[IssuingClient]] = [
+            fail(ConnectionRefusedError("no CA")),
             fail(ConnectionRefusedError("no CA")),
             succeed(self.fake),
         ]
@@ -404,6 +469,7 @@ class IssueOnStartTests(ServiceTestCase):
         )
         service.startService()
         self.successResultOf(service.when_certs_valid())
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionRefusedError)), 1)
         self.assertEqual(stored(store, "a.example"), [])
         pump(self.clock, 61)
         self.assertEqual(self.order_names(), [("a.example",)])
@@ -624,7 +690,7 @@ class WakeUpTests(ServiceTestCase):
         pump(clock, 1)
         self.assertEqual(len(service._heap), len(names))
         clock.scheduled.clear()
-        self.successResultOf(service._tick())
+        self.successResultOf(service.check())
         self.assertEqual(len(service._heap), len(names))
         wakeups = [call for call in clock.scheduled if call == service._wake]
         self.assertTrue(len(wakeups) <= 1, f"armed {len(wakeups)} times")
@@ -656,11 +722,11 @@ class FailureTests(ServiceTestCase):
             pump(self.clock, 1)
             if len(self.fake.orders) > len(attempted_at):
                 attempted_at.append(self.clock.seconds())
-        # Each attempt fails a second after it starts (the poll), then
+        # Each attempt fails at once (the fake CA validates at once), then
         # waits 10, 20 and 40 minutes.
         self.assertEqual(
             [round(later - earlier) for earlier, later in pairwise(attempted_at)],
-            [601, 1201, 2401],
+            [600, 1200, 2400],
         )
         pump(self.clock, 1)
         self.assertEqual(entry_summary(store, "a.example").names, ("a.example",))
@@ -738,8 +804,13 @@ class FailureTests(ServiceTestCase):
         pump(self.clock, 5 * DAY)
         self.assertTrue(len(self.fake.orders) > 5)
         self.assertEqual(self.panics, [])
+        # Each failure is logged as an error, as in txacme 0.9.
+        self.assertEqual(
+            len(self.flushLoggedErrors(ServerError)), len(self.fake.orders)
+        )
         pump(self.clock, 6 * DAY)
         self.assertEqual(len(self.panics), 1)
+        self.flushLoggedErrors(ServerError)
 
     def test_missing_certificate_failure_panics(self) -> None:
         """
@@ -781,9 +852,10 @@ class IssueCertTests(ServiceTestCase):
         """
         service, store = self.make_service()
         service.startService()
+        self.fake.controller.pause()
         issued = service.issue_cert("new.example")
         self.assertNoResult(issued)
-        pump(self.clock, 1)
+        self.fake.controller.resume()
         self.assertIs(self.successResultOf(issued), None)
         self.assertEqual(entry_summary(store, "new.example").names, ("new.example",))
 
@@ -808,21 +880,51 @@ class IssueCertTests(ServiceTestCase):
         self.successResultOf(second)
         self.assertEqual(len(self.fake.orders), 2)
 
-    def test_cancel_one_caller(self) -> None:
+    def test_cancel_cancels_for_every_caller(self) -> None:
         """
-        Cancelling one caller's Deferred leaves the shared issuance running
-        for the others.
+        Cancelling one caller's Deferred cancels the shared issuance, as in
+        txacme 0.9: every caller gets ``CancelledError`` and nothing is
+        stored.
         """
-        service, _ = self.make_service()
+        service, store = self.make_service()
+        service.startService()
         self.fake.controller.pause()
         first = service.issue_cert("a.example")
         second = service.issue_cert("a.example")
-        pump(self.clock, 1)
-        first.cancel()
+        self.assertEqual(self.fake.controller.count(), 1)
+        second.cancel()
         self.failureResultOf(first, CancelledError)
+        self.failureResultOf(second, CancelledError)
+        self.assertEqual(self.fake.controller.count(), 0)
+        self.fake.controller.resume()
+        self.assertEqual(self.fake.certificates, [])
+        self.failureResultOf(store.get("a.example"), KeyError)
+        self.assertEqual(self.panics, [])
+
+    def test_cancel_does_not_end_renewals(self) -> None:
+        """
+        Cancelling ``issue_cert`` for an entry the service renews cancels
+        that issuance only: the service retries it after a backoff delay,
+        and goes on with the other entries.
+        """
+        service, store = self.make_service(
+            MemoryStore({"a.example": [], "b.example": []}),
+            backoff=Backoff(first_delay=timedelta(minutes=5), jitter=0.0),
+        )
+        self.fake.controller.pause()
+        service.startService()
+        self.assertEqual(self.fake.controller.count(), 2)
+        cancelled = service.issue_cert("a.example")
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
         self.assertEqual(self.fake.controller.count(), 1)
         self.fake.controller.resume()
-        self.successResultOf(second)
+        self.assertEqual(entry_summary(store, "b.example").names, ("b.example",))
+        self.assertEqual(stored(store, "a.example"), [])
+        pump(self.clock, 299)
+        self.assertEqual(stored(store, "a.example"), [])
+        pump(self.clock, 2)
+        self.assertEqual(entry_summary(store, "a.example").names, ("a.example",))
 
     def test_cancel_only_caller(self) -> None:
         """
@@ -830,6 +932,7 @@ class IssueCertTests(ServiceTestCase):
         responders are stopped.
         """
         service, _ = self.make_service()
+        self.fake.policy = PollingPolicy()  # Poll a second after answering.
         issued = service.issue_cert("a.example")
         self.assertEqual(self.responder.started, ["a.example"])
         issued.cancel()
@@ -865,15 +968,37 @@ class IssueCertTests(ServiceTestCase):
 
     def test_failure_reaches_caller(self) -> None:
         """
-        An issuance's failure reaches ``issue_cert``'s caller (and is
-        recorded for backoff).
+        For a name the service does not keep (not in the store, not in
+        ``names``), an issuance's failure reaches ``issue_cert``'s caller
+        and nothing more, as in txacme 0.9: no panic, no retry of its own.
         """
         service, _ = self.make_service()
+        service.startService()
         self.fake.controller.fail_next()
         issued = service.issue_cert("a.example")
-        pump(self.clock, 1)
         self.failureResultOf(issued, ServerError)
-        self.assertEqual(len(self.panics), 1)
+        self.assertEqual(self.panics, [])
+        pump(self.clock, 3 * DAY)
+        self.assertEqual(len(self.fake.orders), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failure_of_kept_entry_retried(self) -> None:
+        """
+        For an entry the service keeps, a failed ``issue_cert`` also
+        reaches the caller, and the service retries it after a backoff
+        delay.
+        """
+        service, store = self.make_service(
+            names=["a.example"],
+            backoff=Backoff(first_delay=timedelta(minutes=5), jitter=0.0),
+        )
+        service.startService()
+        self.fake.controller.fail_next()
+        issued = service.issue_cert("a.example")
+        self.failureResultOf(issued, ServerError)
+        self.assertEqual(len(self.flushLoggedErrors(ServerError)), 1)
+        pump(self.clock, 301)
+        self.assertEqual(entry_summary(store, "a.example").names, ("a.example",))
 
     def test_bad_names(self) -> None:
         """Empty names and names that could escape a directory are refused."""
@@ -992,6 +1117,7 @@ class StopTests(ServiceTestCase):
         client, and nothing happens afterwards.
         """
         service, store = self.make_service(MemoryStore({"a.example": []}))
+        self.fake.policy = PollingPolicy()  # Poll a second after answering.
         service.startService()
         issued = service.issue_cert("a.example")
         self.assertEqual(self.responder.started, ["a.example"])
@@ -1477,3 +1603,257 @@ class DocumentationTests(TestCase):
         controller.resume()
         self.assertTrue(service.ready)
         self.assertEqual(controller.issued, 1)
+
+
+class StoreOnlyStore:
+    """
+    A store with only ``store`` and ``as_dict``, as applications wrote them
+    for txacme 0.9.3 (whose ``issue_cert`` needed nothing else).
+    """
+
+    def __init__(self, entries: dict[str, list[pem.AbstractPEMObject]]) -> None:
+        self.entries = entries
+
+    def store(
+        self, server_name: str, pem_objects: list[pem.AbstractPEMObject]
+    ) -> Deferred[None]:
+        self.entries[server_name] = list(pem_objects)
+        return succeed(None)
+
+    def as_dict(self) -> Deferred[dict[str, list[pem.AbstractPEMObject]]]:
+        return succeed(dict(self.entries))
+
+
+class Compat093Tests(ServiceTestCase):
+    """What applications written for txacme 0.9.3 rely on."""
+
+    def test_store_without_get(self) -> None:
+        """
+        A store with only ``store`` and ``as_dict`` works: issuing and
+        renewing never call ``get``.
+        """
+        entries: dict[str, list[pem.AbstractPEMObject]] = {
+            "old.example": make_bundle(["old.example"], NOW - 80 * DAY)
+        }
+        service, _ = self.make_service(cast(Any, StoreOnlyStore(entries)))
+        service.startService()
+        self.successResultOf(service.issue_cert("new.example"))
+        self.assertEqual(sorted(entries), ["new.example", "old.example"])
+        self.assertEqual(
+            sorted(self.order_names()), [("new.example",), ("old.example",)]
+        )
+        self.assertEqual([order.replaces for order in self.fake.orders], [None, None])
+
+    def test_store_with_failing_get(self) -> None:
+        """
+        A ``get`` that fails other than with ``KeyError`` is logged, and
+        the renewal goes on without ``replaces``.
+        """
+
+        class BrokenGet(StoreOnlyStore):
+            def get(self, server_name: str) -> Deferred[list[pem.AbstractPEMObject]]:
+                return fail(NotImplementedError("no get here"))
+
+        entries = {"old.example": make_bundle(["old.example"], NOW - 80 * DAY)}
+        service, _ = self.make_service(cast(Any, BrokenGet(entries)))
+        service.startService()
+        self.assertEqual(self.order_names(), [("old.example",)])
+        self.assertEqual(
+            entry_summary_of(entries["old.example"]).names, ("old.example",)
+        )
+
+    def test_registers_at_start(self) -> None:
+        """
+        The service registers when it starts, also with nothing to issue,
+        as txacme 0.9.3 did; ``_regr`` holds the registration and
+        ``_registered`` says so.
+        """
+        service, _ = self.make_service()
+        self.assertFalse(service._registered)
+        service.startService()
+        [registration] = self.fake.registrations
+        self.assertEqual(registration.emails, ("admin@example.com",))
+        self.assertTrue(service._registered)
+        assert service._regr is not None
+        self.assertEqual(service._regr.body.contact, ("mailto:admin@example.com",))
+        self.successResultOf(service.stopService())
+        service.startService()
+        self.assertEqual(len(self.fake.registrations), 2)
+
+    def test_ensure_registered_without_starting(self) -> None:
+        """
+        ``_ensure_registered()`` registers without the service running, once;
+        setting ``_registered`` to ``False`` makes it register again, with a
+        new client.
+        """
+        service, _ = self.make_service()
+        self.successResultOf(service._ensure_registered())
+        self.successResultOf(service._ensure_registered())
+        self.assertEqual((self.created, len(self.fake.registrations)), (1, 1))
+        service._registered = False
+        self.assertFalse(service._registered)
+        self.successResultOf(service._ensure_registered())
+        self.assertEqual((self.created, len(self.fake.registrations)), (2, 2))
+        self.assertTrue(service._registered)
+
+    def test_registration_failure_shows_at_start(self) -> None:
+        """
+        A registration that fails at start is logged at once; the service
+        still serves what it has (``when_certs_valid`` fires).
+        """
+
+        class Refusing(FakeClient):
+            def register(
+                self, new_reg: Any = None, eab: Any = None
+            ) -> Deferred[messages.RegistrationResource]:
+                return fail(ServerError(messages.Error.with_code("unauthorized"), None))
+
+        self.fake = Refusing(EC_KEY, self.clock)
+        service, _ = self.make_service(
+            MemoryStore({"a.example": make_bundle(["a.example"], NOW)})
+        )
+        service.startService()
+        self.successResultOf(service.when_certs_valid())
+        self.assertEqual(len(self.flushLoggedErrors(ServerError)), 1)
+        self.assertFalse(service._registered)
+
+    def test_check_certs(self) -> None:
+        """
+        ``check()`` (txacme 0.9's ``_check_certs``) checks the store now and
+        fires once the issuances it started are done; before the service
+        starts, it does nothing.
+        """
+        store = MemoryStore()
+        service, _ = self.make_service(store)
+        self.assertIs(self.successResultOf(service.check()), None)
+        service.startService()
+        self.successResultOf(store.store("later.example", []))
+        self.assertIs(self.successResultOf(service._check_certs()), None)
+        self.assertEqual(self.order_names(), [("later.example",)])
+
+    def test_stop_cancels_when_certs_valid(self) -> None:
+        """
+        Stopping the service before its first check finished fails the
+        Deferreds of ``when_certs_valid`` (with ``CancelledError``).
+        """
+        hanging: Deferred[IssuingClient] = Deferred()
+        service, _ = self.make_service(client_creator=lambda: hanging)
+        waiting = service.when_certs_valid()
+        service.startService()
+        self.assertNoResult(waiting)
+        self.successResultOf(service.stopService())
+        self.failureResultOf(waiting, CancelledError)
+
+    def test_inside_panic_interval_reissued(self) -> None:
+        """
+        A certificate inside ``panic_interval`` but not inside
+        ``reissue_interval`` is reissued, as in txacme 0.9.
+        """
+        store = MemoryStore({"a.example": make_bundle(["a.example"], NOW - 80 * DAY)})
+        service, _ = self.make_service(
+            store,
+            reissue_interval=timedelta(days=1),
+            panic_interval=timedelta(days=15),
+        )
+        service.startService()
+        self.assertEqual(self.order_names(), [("a.example",)])
+
+    def test_explicit_panic_interval_longer_than_lifetime(self) -> None:
+        """
+        An explicit ``panic_interval`` longer than a certificate's lifetime
+        is used as given: the certificate is reissued at start; the new
+        one (as short-lived) is reissued at the next check, not in a loop.
+        """
+        self.fake.certificate_lifetime = timedelta(days=6)
+        store = MemoryStore(
+            {"a.example": make_bundle(["a.example"], NOW, timedelta(days=6))}
+        )
+        service, _ = self.make_service(store, panic_interval=timedelta(days=15))
+        service.startService()
+        self.assertEqual(len(self.fake.orders), 1)
+        pump(self.clock, DAY - 1)
+        self.assertEqual(len(self.fake.orders), 1)
+        pump(self.clock, 2)
+        self.assertEqual(len(self.fake.orders), 2)
+
+    def test_default_intervals(self) -> None:
+        """
+        By default a 90-day or a 31-day certificate is renewed 30 days
+        before it expires (txacme 0.9's ``reissue_interval``), a 6-day one
+        when a third of its lifetime remains.
+        """
+        for lifetime, renew_after in [(90, 60 * DAY), (31, DAY), (6, 4 * DAY)]:
+            self.fake = FakeClient(EC_KEY, self.clock)
+            start = self.clock.seconds()
+            store = MemoryStore(
+                {
+                    "a.example": make_bundle(
+                        ["a.example"], start, timedelta(days=lifetime)
+                    )
+                }
+            )
+            service, _ = self.make_service(store, check_interval=timedelta(days=100))
+            service.startService()
+            pump(self.clock, renew_after - 10)
+            self.assertEqual(self.fake.orders, [], lifetime)
+            pump(self.clock, 20)
+            self.assertEqual(len(self.fake.orders), 1, lifetime)
+            self.successResultOf(service.stopService())
+
+    def test_default_panic_interval(self) -> None:
+        """
+        By default, renewal failures of a 90-day certificate call ``panic``
+        within its last 15 days (txacme 0.9's ``panic_interval``), not
+        before.
+        """
+        self.fake.controller.fail_next(count=10_000)
+        store = MemoryStore({"a.example": make_bundle(["a.example"], NOW - 70 * DAY)})
+        service, _ = self.make_service(store)
+        service.startService()
+        pump(self.clock, 4 * DAY)
+        self.assertEqual(self.panics, [])
+        self.flushLoggedErrors(ServerError)
+        pump(self.clock, 2 * DAY)
+        self.assertEqual(len(self.panics), 1)
+        self.flushLoggedErrors(ServerError)
+
+    def test_no_certificate_panic_message(self) -> None:
+        """
+        The default panic for an entry that never had a certificate says
+        it could not be obtained, not that it expires.
+        """
+        events: list[LogEvent] = []
+        observer = implementer(ILogObserver)(lambda event: events.append(event))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.fake.controller.fail_next()
+        service, _ = self.make_service(MemoryStore({"a.example": []}), panic=None)
+        service.startService()
+        self.flushLoggedErrors(ServerError)
+        [text] = [
+            formatEvent(event) for event in events if "PANIC" in formatEvent(event)
+        ]
+        self.assertIn("Unable to obtain a certificate for 'a.example'", text)
+        self.assertNotIn("expire", text)
+
+    def test_controller_resume_with_failure(self) -> None:
+        """
+        ``FakeClientController.resume(failure)`` fails the issuances held
+        back with it, as txacme 0.9's did; ``resume()`` lets them go on.
+        """
+        service, _ = self.make_service()
+        service.startService()
+        self.fake.controller.pause()
+        failing = service.issue_cert("a.example")
+        self.fake.controller.resume(Failure(RuntimeError("refused")))  # type: ignore[no-untyped-call]
+        self.failureResultOf(failing, RuntimeError)
+        self.fake.controller.pause()
+        passing = service.issue_cert("b.example")
+        self.fake.controller.resume()
+        self.successResultOf(passing)
+
+
+def entry_summary_of(objects: list[pem.AbstractPEMObject]) -> CertificateSummary:
+    summary = summarize(objects)
+    assert summary is not None
+    return summary

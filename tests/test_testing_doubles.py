@@ -17,8 +17,7 @@ from zope.interface.verify import verifyObject
 
 import txacme.store
 from tests.support import EC_KEY, NOW, RecordingResponder, TestCase
-from tests.test_service import pump
-from txacme.client import issue_certificate, renewal_certificate_id
+from txacme.client import PollingPolicy, issue_certificate, renewal_certificate_id
 from txacme.errors import AuthorizationsNotValid, NotOffered, ServerError
 from txacme.interfaces import IResponder
 from txacme.service import IssuingClient
@@ -227,7 +226,9 @@ class FakeClientTests(FakeClientTestCase):
     def test_issue_certificate(self) -> None:
         """
         :func:`txacme.client.issue_certificate` gets a certificate through
-        the fake, starting and stopping the responder.
+        the fake, starting and stopping the responder, without the clock
+        moving: the fake's CA validates at once, so it is polled at once
+        (as txacme 0.9's fake answered).
         """
         responder = RecordingResponder()
         issued = issue_certificate(
@@ -236,11 +237,27 @@ class FakeClientTests(FakeClientTestCase):
             csr_for_names(["a.example"], _KEY),
             [responder],
         )
-        pump(self.clock, 1)
         chain = self.successResultOf(issued)
         self.assertIn("BEGIN CERTIFICATE", chain)
         self.assertEqual(responder.started, ["a.example"])
         self.assertEqual(responder.stopped, ["a.example"])
+
+    def test_polled_later_with_a_real_policy(self) -> None:
+        """
+        With the default :class:`~txacme.client.PollingPolicy` (as a real
+        client has), the first poll waits the policy's first delay.
+        """
+        self.client.policy = PollingPolicy()
+        issued = issue_certificate(
+            self.client,  # type: ignore[arg-type]
+            self.clock,
+            csr_for_names(["a.example"], _KEY),
+            [RecordingResponder()],
+        )
+        self.clock.advance(0.9)
+        self.assertNoResult(issued)
+        self.clock.advance(0.1)
+        self.successResultOf(issued)
 
 
 class FakeClientControllerTests(FakeClientTestCase):

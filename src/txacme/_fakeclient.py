@@ -23,6 +23,7 @@ from josepy.b64 import b64encode
 from josepy.jwk import JWK
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txacme._deferred import deferred_async
@@ -80,20 +81,31 @@ class FakeClientController:
         """Hold back every issuance from now on, until :meth:`resume`."""
         self.paused = True
 
-    def resume(self) -> None:
-        """Release the issuances held back, and stop holding them back."""
-        self.paused = False
-        self.release(len(self._waiting))
+    def resume(self, value: object = None) -> None:
+        """
+        Release the issuances held back, and stop holding them back.
 
-    def release(self, count: int = 1) -> int:
+        :param value: As in txacme 0.9: a
+            :class:`~twisted.python.failure.Failure` (or an exception) makes
+            the issuances held back fail with it; any other value lets them
+            go on.
+        """
+        self.paused = False
+        self.release(len(self._waiting), value)
+
+    def release(self, count: int = 1, value: object = None) -> int:
         """
         Release the ``count`` oldest issuances held back (staying paused).
 
+        :param value: As for :meth:`resume`.
         :returns: How many were released.
         """
         released, self._waiting = self._waiting[:count], self._waiting[count:]
         for waiter in released:
-            waiter.callback(None)
+            if isinstance(value, Failure | BaseException):
+                waiter.errback(value)
+            else:
+                waiter.callback(None)
         return len(released)
 
     def count(self) -> int:
@@ -204,9 +216,10 @@ class FakeClient:
     that the CSR names exactly the order's identifiers and passes through
     the :class:`FakeClientController`, which may hold it back or fail it;
     then the CA signs a certificate valid from the clock's present for
-    ``certificate_lifetime``.  Polling waits the client's ``policy`` delay,
-    one second by default: advance a :class:`~twisted.internet.task.Clock`
-    by that much.
+    ``certificate_lifetime``.  As its CA validates at once, its ``policy``
+    polls an authorization at once after its challenge is answered
+    (``initial_delay=0``), so that an issuance completes without the
+    clock moving, as with txacme 0.9's ``FakeClient``.
 
     :param key: The account key (responses to challenges are computed
         with it).
@@ -248,7 +261,7 @@ class FakeClient:
         self.controller = (
             controller if controller is not None else FakeClientController()
         )
-        self.policy = PollingPolicy()
+        self.policy = PollingPolicy(initial_delay=0.0)
         self.certificate_lifetime = certificate_lifetime
         self.offer_renewal_info = offer_renewal_info
         self.ca_key: PrivateKey = (

@@ -144,7 +144,11 @@ class PollingPolicy:
 
     The n-th wait (from 0) is ``first_delay * factor ** n`` seconds, at most
     ``max_delay``; a ``Retry-After`` header from the server overrides it.
-    An order still processing after ``timeout`` seconds in all fails with
+    The wait before the first poll of an authorization, right after its
+    challenge was answered, is ``initial_delay`` (``first_delay`` unless
+    set; 0 polls at once, for a CA that validates before it answers, such
+    as :class:`txacme.testing.FakeClient`).  An order still processing
+    after ``timeout`` seconds in all fails with
     :class:`~txacme.errors.PollTimeout`; authorizations have the ``timeout``
     argument of :func:`poll_until_valid` (and :func:`issue_certificate`)
     instead, as in txacme 0.9.
@@ -153,12 +157,17 @@ class PollingPolicy:
     :ivar factor: Growth of each later delay.
     :ivar max_delay: The ceiling of a computed delay.
     :ivar timeout: The overall limit, in seconds.
+    :ivar initial_delay: Seconds between answering a challenge and the
+        first poll of its authorization, or ``None`` for ``first_delay``.
     """
 
     first_delay: float = field(default=1.0, validator=validators.gt(0))
     factor: float = field(default=1.5, validator=validators.ge(1))
     max_delay: float = field(default=10.0, validator=validators.gt(0))
     timeout: float = field(default=300.0, validator=validators.gt(0))
+    initial_delay: float | None = field(
+        default=None, validator=validators.optional(validators.ge(0))
+    )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """
@@ -170,6 +179,16 @@ class PollingPolicy:
         if retry_after is not None:
             return max(0.0, retry_after)
         return float(min(self.max_delay, self.first_delay * self.factor**attempt))
+
+    def authorization_delay(self, attempt: int, retry_after: float | None) -> float:
+        """
+        The seconds to wait before poll number ``attempt + 1`` of an
+        authorization: ``initial_delay`` before the first one (when set
+        and the server gave no ``Retry-After``), :meth:`delay` otherwise.
+        """
+        if attempt == 0 and retry_after is None and self.initial_delay is not None:
+            return self.initial_delay
+        return self.delay(attempt, retry_after)
 
 
 def _identifier_key(
@@ -1117,9 +1136,7 @@ class Client:
             nonce=None,
             url=url,
         )
-        await self._signed(
-            url, inner.json_dumps().encode("utf-8"), content_type=None
-        )
+        await self._signed(url, inner.json_dumps().encode("utf-8"), content_type=None)
         self._client.set_key(new_jwk, new_alg)
         self.key = new_jwk
 
@@ -1693,7 +1710,17 @@ async def answer_challenge(
         )
         await client.answer_challenge(challb, response)
     except BaseException:
-        await stop_responding()
+        # The cause is what the caller needs; a failure to clean up after
+        # it (a responder whose stop fails after a failed start) is logged.
+        try:
+            await stop_responding()
+        except Exception:
+            _log.failure(
+                "Stopping the {challenge_type} responder for {server_name} "
+                "after a failure failed",
+                challenge_type=responder.challenge_type,
+                server_name=server_name,
+            )
         raise
     return stop_responding
 
@@ -1751,7 +1778,9 @@ async def _poll_until_valid(
     retry_after: float | None = None
     attempt = 0
     while True:
-        await deferLater(clock, policy.delay(attempt, retry_after))
+        delay = policy.authorization_delay(attempt, retry_after)
+        if delay > 0:
+            await deferLater(clock, delay)
         attempt += 1
         if isinstance(client, Client):
             authzr, retry_after = await client._fetch_authorization(authzr.uri)

@@ -53,7 +53,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from txacme.client import Client, issue_certificate, renewal_certificate_id
@@ -66,7 +66,7 @@ from txacme.store import (
     check_server_name,
     summarize,
 )
-from txacme.util import PrivateKey, csr_for_names, generate_private_key
+from txacme.util import KEY_TYPES, PrivateKey, csr_for_names, generate_private_key
 
 __all__ = [
     "AcmeIssuingService",
@@ -83,11 +83,15 @@ _NO_CERTIFICATE = "no certificate"
 _NAMES_CHANGED = "names changed"
 _EXPIRED = "expired"
 _RENEWAL_DUE = "renewal due"
+_PANIC = "expires within panic_interval"
 _ARI_WINDOW = "in the CA's renewal window"
 #: Reasons that the CA's renewal information could postpone.
 _TIMED = frozenset({_RENEWAL_DUE, _ARI_WINDOW})
 #: The shortest wait between two renewalInfo requests for one certificate.
 _MIN_ARI_RETRY = 60.0
+#: txacme 0.9's reissue_interval and panic_interval, the defaults.
+_DEFAULT_REISSUE = timedelta(days=30).total_seconds()
+_DEFAULT_PANIC = timedelta(days=15).total_seconds()
 #: Entries a sweep looks at before letting the reactor run other work.
 _YIELD_EVERY = 2000
 
@@ -221,6 +225,28 @@ def parse_server_names(server_names: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _key_object(private_key: PrivateKey) -> pem.AbstractPEMObject:
+    """
+    A private key as the store keeps it: PEM in the traditional OpenSSL
+    format of its type, as txacme 0.9 wrote keys (``BEGIN RSA PRIVATE
+    KEY``, ``BEGIN EC PRIVATE KEY``), or PKCS#8 for a type that has none.
+    """
+    try:
+        key_pem = private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    except ValueError:
+        key_pem = private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    [key_object] = pem.parse(key_pem)
+    return key_object
+
+
 def _default_panic(failure: Failure, server_name: str) -> None:
     _log.failure(
         "PANIC! Unable to renew the certificate for {server_name!r}, which "
@@ -230,11 +256,24 @@ def _default_panic(failure: Failure, server_name: str) -> None:
     )
 
 
+def _panic_not_obtained(failure: Failure, server_name: str) -> None:
+    """The default panic, for an entry that has no certificate yet."""
+    _log.failure(
+        "PANIC! Unable to obtain a certificate for {server_name!r}, which has none",
+        failure,
+        server_name=server_name,
+    )
+
+
 class _Shared(Generic[_T]):
     """
     One operation that any number of callers wait for: each subscriber gets
-    its own Deferred; cancelling one detaches that caller only, and the
-    operation is cancelled when its last subscriber is.
+    its own Deferred.  Cancelling a subscriber's Deferred detaches that
+    caller only, and the operation is cancelled when its last subscriber
+    is; or, for a subscriber that asked for it (txacme 0.9's
+    ``issue_cert``), cancels the operation for every subscriber.
+
+    :ivar cancelled_by_caller: Whether a subscriber cancelled the operation.
     """
 
     def __init__(
@@ -247,6 +286,7 @@ class _Shared(Generic[_T]):
         self.operation = operation
         self.done = False
         self.failed = False
+        self.cancelled_by_caller = False
         self._result: _T | Failure | None = None
         self._subscribers: list[Deferred[_T]] = []
         self._on_done = on_done
@@ -265,17 +305,26 @@ class _Shared(Generic[_T]):
             else:
                 subscriber.callback(result)
 
-    def subscribe(self) -> Deferred[_T]:
+    def subscribe(self, cancels_operation: bool = False) -> Deferred[_T]:
         """
+        :param cancels_operation: Whether cancelling the Deferred returned
+            cancels the operation for every subscriber.
         :returns: A Deferred firing with the operation's result.
         """
         if self.done:
             if isinstance(self._result, Failure):
                 return fail(self._result)
             return succeed(cast(_T, self._result))
-        subscriber: Deferred[_T] = Deferred(self._detach)
+        subscriber: Deferred[_T] = Deferred(
+            self._cancel_for_all if cancels_operation else self._detach
+        )
         self._subscribers.append(subscriber)
         return subscriber
+
+    def _cancel_for_all(self, subscriber: Deferred[_T]) -> None:
+        if not self.done:
+            self.cancelled_by_caller = True
+            self.operation.cancel()
 
     def _detach(self, subscriber: Deferred[_T]) -> None:
         if subscriber in self._subscribers:
@@ -366,20 +415,31 @@ class AcmeIssuingService(Service):
     :param check_interval: The time between two checks of the store.
     :param reissue_interval: Without renewal information from the CA,
         renew a certificate when it expires within this interval.  ``None``
-        (the default) renews when a third of its lifetime remains: 30 days
-        for a 90-day certificate, 2 days for a 6-day one.  An interval as
-        long as the certificate's lifetime is ignored for it (with that
-        default used instead), so that it does not renew on every check.
-    :param panic_interval: Call ``panic`` when issuance fails for a
-        certificate that expires within this interval.  ``None`` (the
-        default) means a sixth of the lifetime: 15 days for a 90-day
-        certificate, as in txacme 0.9, 1 day for a 6-day one.
+        (the default) means txacme 0.9's 30 days, except for a certificate
+        whose lifetime is not longer than that (a 6-day certificate, say):
+        it is renewed when a third of its lifetime remains.  An explicit
+        interval as long as a certificate's lifetime is ignored for it in
+        the same way, so that it does not renew on every check.
+    :param panic_interval: Reissue a certificate that expires within this
+        interval at once, and call ``panic`` when that fails.  ``None`` (the
+        default) means txacme 0.9's 15 days, or half the renewal interval
+        if that is shorter (1 day for a 6-day certificate).  An explicit
+        interval is used as given, also when longer than a certificate's
+        lifetime; a certificate the service has just issued is then
+        reissued at the next check, not before.
     :param panic: Called with the failure and the entry's key; by default
         it logs the failure at level critical.
     :param generate_key: A callable returning a new private key for each
-        certificate: safe to call in a thread.  By default ECDSA P-256 (fast
-        to generate and to handshake, accepted by every CA and client in
-        use, and the key type tls-alpn-01 challenge certificates use).
+        certificate: safe to call in a thread.  By default a key of
+        ``key_type``.  The key is stored in the traditional OpenSSL
+        format of its type (``BEGIN RSA PRIVATE KEY``, ``BEGIN EC PRIVATE
+        KEY``), as txacme 0.9 stored it; PKCS#8 for a type that has none.
+    :param key_type: The type of the keys generated without
+        ``generate_key``, as :func:`txacme.util.generate_private_key`
+        takes it: ``"rsa"`` (RSA-2048, txacme 0.9's, the default), or
+        ``"p256"`` (ECDSA P-256: faster to generate and to handshake, and
+        accepted by every CA and client in use), ``"p384"``,
+        ``"rsa3072"``, ``"rsa4096"``.
     :param names: Entries to keep in the store whatever it holds: names, or
         several names for one entry (see :func:`parse_server_names`).
     :param max_concurrent: The most issuances (and renewal information
@@ -412,6 +472,7 @@ class AcmeIssuingService(Service):
         panic: Callable[[Failure, str], object] | None = None,
         generate_key: Callable[[], PrivateKey] | None = None,
         *,
+        key_type: str = "rsa",
         names: Iterable[str | Sequence[str]] = (),
         max_concurrent: int = 4,
         backoff: Backoff | None = None,
@@ -439,10 +500,16 @@ class AcmeIssuingService(Service):
         self.reissue_interval = reissue_interval
         self.panic_interval = panic_interval
         self._panic = panic if panic is not None else _default_panic
+        if key_type.lower() not in KEY_TYPES:
+            raise ValueError(
+                f"Unknown key_type {key_type!r}; expected one of "
+                f"{', '.join(sorted(KEY_TYPES))}"
+            )
+        self.key_type = key_type
         self._generate_key: Callable[[], PrivateKey] = (
             generate_key
             if generate_key is not None
-            else partial(generate_private_key, "p256")
+            else partial(generate_private_key, key_type)
         )
         self.max_concurrent = max_concurrent
         self._backoff = backoff if backoff is not None else Backoff()
@@ -460,7 +527,11 @@ class AcmeIssuingService(Service):
         self._issuing: dict[str, _Shared[None]] = {}
         self._semaphore = DeferredSemaphore(max_concurrent)
         self._client: _Shared[IssuingClient] | None = None
-        self._client_instance: IssuingClient | None = None
+        #: Every client made (and registered) since the service started.
+        self._clients: list[IssuingClient] = []
+        #: The registration resource of the last registration (txacme 0.9's
+        #: name).
+        self._regr: messages.RegistrationResource | None = None
         self._ari_offered: bool | None = None
         self._loop: LoopingCall | None = None
         self._check: Deferred[None] | None = None
@@ -506,9 +577,15 @@ class AcmeIssuingService(Service):
             with commas or a sequence (see :func:`parse_server_names`).  A
             single name reissues the entry with the names it has (just the
             name, for a new entry); several names set the entry's names.
+        The service retries a failed issuance by itself only for the
+        entries it keeps (those of the store and of ``names``); for any
+        other name, as in txacme 0.9, the failure goes to the caller, who
+        decides when to try again.
+
         :returns: A Deferred firing with ``None`` once the certificate is
-            stored.  Cancelling it cancels the issuance, unless someone else
-            (another caller, or a renewal) waits for it too.
+            stored.  Cancelling it cancels the issuance, as in txacme 0.9:
+            every caller waiting for that issuance gets
+            :exc:`~twisted.internet.defer.CancelledError`.
         :raises ValueError: (through the Deferred) for an unusable name.
         """
         try:
@@ -518,7 +595,7 @@ class AcmeIssuingService(Service):
             return fail()
         if len(names) > 1:
             self._wanted[key] = names
-        return self._issue(key).subscribe()
+        return self._issue(key).subscribe(cancels_operation=True)
 
     def startService(self) -> None:
         """
@@ -543,6 +620,8 @@ class AcmeIssuingService(Service):
         """
         Service.stopService(self)  # type: ignore[no-untyped-call]
         self.ready = False
+        for waiter in list(self._waiting):
+            waiter.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -565,9 +644,9 @@ class AcmeIssuingService(Service):
 
     async def _finish_stopping(self, pending: list[Deferred[Any]]) -> None:
         await DeferredList(pending, consumeErrors=True)
-        client, self._client_instance, self._client = self._client_instance, None, None
+        clients, self._clients, self._client = self._clients, [], None
         self._ari_offered = None
-        if client is not None:
+        for client in clients:
             try:
                 await client.close()
             except Exception:
@@ -581,7 +660,35 @@ class AcmeIssuingService(Service):
 
     def _tick(self) -> Deferred[None]:
         self._next_check = self._clock.seconds() + self.check_interval.total_seconds()
-        return self._start_check()
+        return self.check()
+
+    def check(self) -> Deferred[None]:
+        """
+        Check the store now, as the service does at start and every
+        ``check_interval``: register unless registered, read the entries,
+        issue what is missing, expired or inside ``panic_interval``, and
+        schedule the renewals that come before the next check.
+
+        :returns: A Deferred firing once the check and the issuances it
+            started at once are done (at once if the service is not
+            running).  It does not fail: errors are logged (and reported to
+            ``panic``), as in the checks the service makes by itself.
+        """
+        if not self.running:
+            return succeed(None)
+        check = self._check if self._check is not None else self._start_check()
+        done: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            if not done.called:
+                done.callback(None)
+            return result
+
+        check.addBoth(fire)
+        return done
+
+    #: txacme 0.9's name of :meth:`check`.
+    _check_certs = check
 
     def _start_check(self) -> Deferred[None]:
         check = Deferred.fromCoroutine(self._run_check())
@@ -594,6 +701,15 @@ class AcmeIssuingService(Service):
 
         check.addBoth(forget)
         return check
+
+    def _retry_check_later(self) -> None:
+        """Check again soon, if no check has succeeded since the start."""
+        if self.running and not self.ready and self._check_retry is None:
+            delay = min(
+                self._backoff.first_delay.total_seconds(),
+                self.check_interval.total_seconds(),
+            )
+            self._check_retry = self._clock.callLater(delay, self._retry_check)
 
     def _retry_check(self) -> None:
         self._check_retry = None
@@ -609,17 +725,22 @@ class AcmeIssuingService(Service):
     async def _run_check(self) -> None:
         started = self._clock.seconds()
         try:
+            # Register first, as txacme 0.9 did, so that a configuration
+            # error shows at once.  Failing, the check goes on: the
+            # certificates the store has are served, and what must be
+            # issued fails (and is retried) like any other issuance.
+            await self._ensure_registered()
+        except CancelledError:
+            raise
+        except Exception:
+            _log.failure("Registering with the ACME server failed")
+        try:
             summaries = await self._summaries()
         except CancelledError:
             raise
         except Exception:
             _log.failure("Reading the certificate store failed")
-            if self.running and not self.ready:
-                delay = min(
-                    self._backoff.first_delay.total_seconds(),
-                    self.check_interval.total_seconds(),
-                )
-                self._check_retry = self._clock.callLater(delay, self._retry_check)
+            self._retry_check_later()
             return
         now = self._clock.seconds()
         self._sync_entries(summaries, started)
@@ -701,33 +822,58 @@ class AcmeIssuingService(Service):
         return (key,)
 
     def _reissue_seconds(self, summary: CertificateSummary) -> float:
+        """
+        How long before expiry ``summary``'s certificate is renewed (without
+        renewal information): ``reissue_interval`` (by default txacme 0.9's
+        30 days), or a third of the lifetime when that is not shorter than
+        the lifetime.
+        """
         lifetime = summary.lifetime
-        if self.reissue_interval is not None:
-            explicit = self.reissue_interval.total_seconds()
-            if explicit < lifetime:
-                return explicit
+        interval = (
+            self.reissue_interval.total_seconds()
+            if self.reissue_interval is not None
+            else _DEFAULT_REISSUE
+        )
+        if interval < lifetime:
+            return interval
         return lifetime / 3
 
     def _panic_seconds(self, summary: CertificateSummary) -> float:
-        lifetime = summary.lifetime
+        """
+        ``panic_interval`` as given; by default txacme 0.9's 15 days, or
+        half the renewal interval if shorter.
+        """
         if self.panic_interval is not None:
-            explicit = self.panic_interval.total_seconds()
-            if explicit < lifetime:
-                return explicit
-        return lifetime / 6
+            return self.panic_interval.total_seconds()
+        return min(_DEFAULT_PANIC, self._reissue_seconds(summary) / 2)
 
     def _panic_at(self, entry: _Entry) -> float:
+        """When ``entry``'s certificate enters ``panic_interval``."""
         if entry.summary is None:
             return -math.inf
         return entry.summary.not_after.timestamp() - self._panic_seconds(entry.summary)
+
+    def _panic_due(self, entry: _Entry) -> float:
+        """
+        When ``entry`` is reissued for being inside ``panic_interval``: not
+        before the check after the service stored its certificate, for a
+        ``panic_interval`` longer than the certificates' lifetime.
+        """
+        return max(
+            self._panic_at(entry),
+            entry.updated_at + self.check_interval.total_seconds(),
+        )
 
     def _renewal_time(self, entry: _Entry) -> float:
         summary = entry.summary
         if summary is None:
             return -math.inf
+        panic = self._panic_due(entry)
         if entry.ari_renew_at is not None:
-            return min(entry.ari_renew_at, self._panic_at(entry))
-        return summary.not_after.timestamp() - self._reissue_seconds(summary)
+            return min(entry.ari_renew_at, panic)
+        return min(
+            summary.not_after.timestamp() - self._reissue_seconds(summary), panic
+        )
 
     def _due(self, entry: _Entry, now: float) -> str | None:
         """Why ``entry`` should be issued now, or ``None``."""
@@ -741,6 +887,8 @@ class AcmeIssuingService(Service):
             return _NAMES_CHANGED
         if now >= summary.not_after.timestamp():
             return _EXPIRED
+        if now >= self._panic_due(entry):
+            return _PANIC
         if now >= self._renewal_time(entry):
             return _RENEWAL_DUE if entry.ari_renew_at is None else _ARI_WINDOW
         return None
@@ -863,10 +1011,12 @@ class AcmeIssuingService(Service):
                     reason=reason,
                 )
                 quick = 0
+                shared = self._issue(key)
                 try:
-                    await self._issue(key).subscribe()
+                    await shared.subscribe()
                 except CancelledError:
-                    raise
+                    if not shared.cancelled_by_caller:
+                        raise
                 except Exception:
                     # Recorded (backoff, panic, log) by the issuance itself.
                     pass
@@ -955,6 +1105,16 @@ class AcmeIssuingService(Service):
     def _issued(self, key: str, shared: _Shared[None]) -> None:
         if self._issuing.get(key) is shared:
             del self._issuing[key]
+        entry = self._entries.get(key)
+        if shared.cancelled_by_caller and entry is not None and self.running:
+            # A caller cancelled it (issue_cert): not before a backoff delay,
+            # rather than at once again.
+            now = self._clock.seconds()
+            entry.retry_at = now + min(
+                self._backoff.delay(max(entry.failures, 1), self._random),
+                self.check_interval.total_seconds(),
+            )
+            self._schedule(entry, now)
 
     async def _run_issuance(
         self, key: str, names: tuple[str, ...], previous: _Shared[None] | None
@@ -1013,12 +1173,7 @@ class AcmeIssuingService(Service):
         ]
         if not certificates:
             raise ValueError("The CA's answer holds no certificate")
-        key_pem = private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        await self._store.store(key, [pem.PrivateKey(key_pem), *certificates])
+        await self._store.store(key, [_key_object(private_key), *certificates])
         leaf = x509.load_pem_x509_certificate(certificates[0].as_bytes())
         return CertificateSummary.from_certificate(leaf)
 
@@ -1045,6 +1200,18 @@ class AcmeIssuingService(Service):
         self._schedule(entry, self._clock.seconds())
 
     def _failed(self, key: str, failure: Failure) -> None:
+        error = failure.getErrorMessage() or type(failure.value).__name__
+        entry = self._entries.get(key)
+        if entry is None and key not in self._wanted:
+            # Not an entry the service keeps (issue_cert for a new name):
+            # the caller has the failure and decides when to try again, as
+            # in txacme 0.9.
+            _log.info(
+                "Issuing a certificate for {server_name} failed: {error}",
+                server_name=key,
+                error=error,
+            )
+            return
         entry = self._entry(key)
         now = self._clock.seconds()
         entry.failures += 1
@@ -1056,32 +1223,68 @@ class AcmeIssuingService(Service):
         if isinstance(server_delay, int | float) and server_delay > delay:
             delay = float(server_delay)
         entry.retry_at = now + delay
-        error = failure.getErrorMessage() or type(failure.value).__name__
-        if self._in_panic(entry, now) and (
-            entry.panicked_at is None
-            or now - entry.panicked_at >= self.check_interval.total_seconds()
-        ):
-            entry.panicked_at = now
-            try:
-                self._panic(failure, key)
-            except Exception:
-                _log.failure(
-                    "The panic callback failed for {server_name}", server_name=key
-                )
-        _log.warn(
-            "Issuing a certificate for {server_name} failed ({failures} in a "
-            "row): {error}; retrying in {delay:.0f} s",
-            server_name=key,
-            failures=entry.failures,
-            error=error,
-            delay=delay,
-        )
+        if self._in_panic(entry, now):
+            # Reported through panic, at most once per check_interval, as
+            # txacme 0.9 reported it (and not logged as an error besides).
+            if (
+                entry.panicked_at is None
+                or now - entry.panicked_at >= self.check_interval.total_seconds()
+            ):
+                entry.panicked_at = now
+                self._call_panic(entry, failure)
+            _log.warn(
+                "Issuing a certificate for {server_name} failed ({failures} in "
+                "a row): {error}; retrying in {delay:.0f} s",
+                server_name=key,
+                failures=entry.failures,
+                error=error,
+                delay=delay,
+            )
+        else:
+            _log.failure(
+                "Issuing a certificate for {server_name} failed ({failures} in "
+                "a row); retrying in {delay:.0f} s",
+                failure,
+                level=LogLevel.error,
+                server_name=key,
+                failures=entry.failures,
+                delay=delay,
+            )
         self._schedule(entry, now)
 
-    async def _current_certificate(self, key: str) -> x509.Certificate | None:
+    def _call_panic(self, entry: _Entry, failure: Failure) -> None:
         try:
-            objects = await self._store.get(key)
+            if self._panic is _default_panic and entry.summary is None:
+                _panic_not_obtained(failure, entry.key)
+            else:
+                self._panic(failure, entry.key)
+        except Exception:
+            _log.failure(
+                "The panic callback failed for {server_name}", server_name=entry.key
+            )
+
+    async def _current_certificate(self, key: str) -> x509.Certificate | None:
+        """
+        The entry's certificate, read from the store; ``None`` if there is
+        none, or if the store cannot be read by name (txacme 0.9 needed
+        only ``store``, and applications' own stores may have no ``get``).
+        """
+        get = getattr(self.cert_store, "get", None)
+        if get is None:
+            return None
+        try:
+            objects = await cast(_TypedStore, self.cert_store).get(key)
         except KeyError:
+            return None
+        except CancelledError:
+            raise
+        except Exception as error:
+            _log.warn(
+                "Reading the certificate of {server_name} from the store "
+                "failed: {error}",
+                server_name=key,
+                error=str(error) or type(error).__name__,
+            )
             return None
         for obj in objects:
             if isinstance(obj, pem.Certificate):
@@ -1108,16 +1311,43 @@ class AcmeIssuingService(Service):
 
     async def _create_client(self) -> IssuingClient:
         client = await self._client_creator()
-        self._client_instance = client
+        self._clients.append(client)
         try:
-            await client.register(
+            self._regr = await client.register(
                 messages.NewRegistration.from_data(
                     email=self._email, terms_of_service_agreed=True
                 )
             )
         except BaseException:
-            self._client_instance = None
+            self._clients.remove(client)
             await client.close()
             raise
         _log.info("Registered with the ACME server")
         return client
+
+    def _ensure_registered(self) -> Deferred[None]:
+        """
+        Register with the ACME server unless registered already (txacme
+        0.9's name; applications call it to register at start-up without
+        starting the service).
+
+        :returns: A Deferred firing with ``None`` once registered.
+        """
+        return self._get_client().addCallback(lambda _: None)
+
+    @property
+    def _registered(self) -> bool:
+        """
+        Whether the service has registered (txacme 0.9's name).  Setting it
+        to ``False`` makes the service make a new client and register again
+        when it next needs the CA.
+        """
+        client = self._client
+        return client is not None and client.done and not client.failed
+
+    @_registered.setter
+    def _registered(self, registered: bool) -> None:
+        if not registered:
+            # The clients made so far are closed when the service stops:
+            # issuances in flight may still use them.
+            self._client = None
