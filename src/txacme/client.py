@@ -651,7 +651,15 @@ class Client:
         new_reg = pending.new_reg.update(
             contact=regr.body.contact, terms_of_service_agreed=True
         )
-        return await self.register(new_reg, pending.eab)
+        created = await self.register(new_reg, pending.eab)
+        if created.body.terms_of_service_agreed is None:
+            # The CA created the account with the agreement, but its account
+            # object omits the field (Pebble's does; RFC 8555 §7.1.2 makes
+            # it optional).
+            created = created.update(
+                body=created.body.update(terms_of_service_agreed=True)
+            )
+        return created
 
     @deferred_async
     async def update_registration(
