@@ -1029,9 +1029,10 @@ class ContractTests(DNSTestCase):
 
     async def test_stop_after_failed_start(self) -> None:
         """
-        Stop after a start that failed at its update (refused) sends one
-        delete (the add may have been applied) and succeeds; stopping after
-        a start that failed before any update sends nothing.
+        Stop after a start whose update the server refused sends nothing
+        (an update is atomic, RFC 2136 §3.4: nothing was added) and
+        succeeds; nor does stopping after a start that failed before any
+        update.
         """
         self.primary.refused.add(_name("_acme-challenge.www.example.test."))
         responder = self.responder()
@@ -1042,7 +1043,7 @@ class ContractTests(DNSTestCase):
         )
         self.primary.refused.clear()
         await responder.stop_responding("www.example.test", challenge, response)
-        self.assertEqual(len(self.primary.updates()), 2)
+        self.assertEqual(len(self.primary.updates()), 1)
 
         other, other_response = _challenge()
         await _failure(
@@ -1050,7 +1051,7 @@ class ContractTests(DNSTestCase):
             responder.start_responding("www.other.test", other, other_response),
         )
         await responder.stop_responding("www.other.test", other, other_response)
-        self.assertEqual(len(self.primary.updates()), 2)
+        self.assertEqual(len(self.primary.updates()), 1)
 
     async def test_stop_during_start(self) -> None:
         """

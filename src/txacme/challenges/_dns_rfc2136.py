@@ -116,11 +116,14 @@ class _Record:
     :ivar zone: The zone updated, once the update may have been sent.
     :ivar owner: The name the TXT record was added at (the CNAME target).
     :ivar starting: The start in progress, if any.
+    :ivar refused: Whether the server answered the update with an error
+        (so that nothing was added and there is nothing to delete).
     """
 
     zone: dns.name.Name | None = None
     owner: dns.name.Name | None = None
     starting: Deferred[None] | None = None
+    refused: bool = False
 
 
 @define
@@ -187,7 +190,12 @@ class RFC2136Engine:
         record.zone = zone
         update = dns.update.UpdateMessage(zone, keyring=self._key)
         update.add(owner, self.config.ttl, _txt(value))
-        await self._update(update, zone, owner)
+        try:
+            await self._update(update, zone, owner)
+        except DNSUpdateError:
+            # An answer, refusing: the zone is as it was.
+            record.refused = True
+            raise
         _log.info(
             "dns-01: added TXT {record} (zone {zone}) at {server}",
             record=_text(owner),
@@ -206,8 +214,8 @@ class RFC2136Engine:
             # The start's own caller sees its failure.
             with contextlib.suppress(Exception):
                 await starting
-        if record.zone is None or record.owner is None:
-            # The update was never sent.
+        if record.zone is None or record.owner is None or record.refused:
+            # The update was never sent, or the server refused it.
             return
         update = dns.update.UpdateMessage(record.zone, keyring=self._key)
         update.delete(record.owner, _txt(value))
