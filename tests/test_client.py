@@ -69,8 +69,9 @@ class FromURLTests(AcmeTestCase):
 
     def test_url_or_text(self) -> None:
         """
-        The directory is read from a ``URL`` or a ``str``; the client takes
-        its ``newNonce`` URL.
+        The directory is read from a ``URL`` or a ``str``; the transport is
+        left as it was given (the client passes the account and the
+        ``newNonce`` URL with each request).
         """
         for url in (URL.fromText(self.server.directory_url), self.server.directory_url):
             jws = self.make_jws_client()
@@ -78,7 +79,14 @@ class FromURLTests(AcmeTestCase):
                 Client.from_url(self.clock, url, EC_KEY, jws_client=jws)
             )
             self.assertEqual(client.directory["newOrder"].startswith("https://"), True)
-            self.assertEqual(jws.new_nonce_url, client.directory["newNonce"])
+            self.assertIsNone(jws.new_nonce_url)
+            self.assertIsNone(jws.kid)
+            self.successResultOf(
+                client.register(
+                    messages.NewRegistration.from_data(terms_of_service_agreed=True)
+                )
+            )
+            self.assertIsNone(jws.kid)
 
     def test_wrong_type(self) -> None:
         """A directory URL that is neither a URL nor a str is a TypeError."""
@@ -185,7 +193,7 @@ class RegisterTests(AcmeTestCase):
             )
         )
         self.assertEqual(len(self.server.accounts), 1)
-        self.assertEqual(regr.uri, first._client.kid)
+        self.assertEqual(regr.uri, first.account_url)
 
     def test_terms_not_agreed(self) -> None:
         """

@@ -828,7 +828,7 @@ class AccountTests(_NativeTestCase):
         failure = self.errorOf(client.find_registration(), AccountDoesNotExist)
         self.assertEqual(failure.code, "accountDoesNotExist")
         self.assertEqual(self.server.accounts, [])
-        self.assertIsNone(client._client.kid)
+        self.assertIsNone(client.account_url)
 
     def test_deactivate_registration(self) -> None:
         """
@@ -880,7 +880,7 @@ class AccountTests(_NativeTestCase):
         client = self.registered_client()
         for key, alg in ((_NEW_RSA_KEY, RS256), (_NEW_P384_KEY, ES384)):
             self.successResultOf(client.change_key(key))
-            self.assertEqual(client._client.alg, alg)
+            self.assertEqual(client._signer.alg, alg)
             self.successResultOf(client.new_order(["a.example"]))
         self.assertIsInstance(client.key, JWKEC)
         self.assertEqual(len(self.server.orders), 2)
@@ -902,7 +902,7 @@ class AccountTests(_NativeTestCase):
         failure = self.errorOf(client.change_key(OTHER_EC_KEY), ServerError)
         self.assertEqual(failure.status, 409)
         self.assertEqual(client.key, EC_KEY)
-        self.assertEqual(client._client.alg, ES256)
+        self.assertEqual(client._signer.alg, ES256)
         self.successResultOf(client.new_order(["a.example"]))
 
     def test_change_key_without_account(self) -> None:
@@ -1548,8 +1548,9 @@ class IssueCertificateTests(_NativeTestCase):
 
     def test_timeout(self) -> None:
         """
-        An authorization still pending after ``timeout`` seconds is
-        CancelledError; responders are stopped.
+        An authorization still pending at the issuance's deadline, ``timeout``
+        seconds after it started, fails it with ``PollTimeout``; responders
+        are stopped.
         """
         self.server = self.make_server(validation_delay=10_000)
         client = self.registered_client()
@@ -1558,8 +1559,26 @@ class IssueCertificateTests(_NativeTestCase):
         self.clock.advance(59)
         self.assertNoResult(result)
         self.clock.advance(1)
-        self.failureResultOf(result, CancelledError)
+        failure = self.errorOf(result, PollTimeout)
+        self.assertEqual(failure.status, "pending")
+        self.assertEqual(failure.waited, 60)
         self.assertEqual(responder.stopped, ["a.example"])
+
+    def test_one_deadline_for_authorizations_and_order(self) -> None:
+        """
+        The deadline covers the order's processing too: an issuance whose
+        authorizations took most of ``timeout`` fails when the order is
+        still processing at it, on the same clock.
+        """
+        self.server = self.make_server(validation_delay=40, processing_delay=10_000)
+        client = self.registered_client()
+        result = self.issue(client, ["a.example"], [RecordingResponder()], timeout=60)
+        self.clock.pump([1] * 59)
+        self.assertNoResult(result)
+        self.clock.advance(1)
+        failure = self.errorOf(result, PollTimeout)
+        self.assertEqual(failure.status, "processing")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_preferred_chain(self) -> None:
         """

@@ -23,12 +23,12 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support import EC_KEY, AcmeTestCase, TestCase
+from txacme._client import _CachedTLSPolicy
 from txacme.challenges import HTTP01Responder
 from txacme.client import (
     Client,
     JWSClient,
     PollingPolicy,
-    _CachedTLSPolicy,
     issue_certificate,
 )
 from txacme.errors import NetworkError

@@ -178,10 +178,12 @@ class FakeClientTests(FakeClientTestCase):
             AuthorizationsNotValid,
         )
         answered = self.order_and_answer("a.example")
-        self.failureResultOf(
+        failure = self.failureResultOf(
             self.client.finalize(answered, csr_for_names(["other.example"], _KEY)),
-            ValueError,
+            ServerError,
         )
+        assert isinstance(failure.value, ServerError)
+        self.assertEqual(failure.value.code, "badCSR")
         self.assertEqual(self.controller.issued, 0)
 
     def test_replaces_recorded(self) -> None:
@@ -232,7 +234,7 @@ class FakeClientTests(FakeClientTestCase):
         """
         responder = RecordingResponder()
         issued = issue_certificate(
-            self.client,  # type: ignore[arg-type]
+            self.client,
             self.clock,
             csr_for_names(["a.example"], _KEY),
             [responder],
@@ -249,7 +251,7 @@ class FakeClientTests(FakeClientTestCase):
         """
         self.client.policy = PollingPolicy()
         issued = issue_certificate(
-            self.client,  # type: ignore[arg-type]
+            self.client,
             self.clock,
             csr_for_names(["a.example"], _KEY),
             [RecordingResponder()],

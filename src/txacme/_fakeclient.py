@@ -27,8 +27,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txacme._deferred import deferred_async
-from txacme.client import PollingPolicy, renewal_certificate_id
-from txacme.errors import AuthorizationsNotValid, NotOffered, ServerError
+from txacme._polling import Deadline, PollingPolicy, finalize_order
+from txacme.client import renewal_certificate_id
+from txacme.errors import MalformedResponse, NotOffered, ServerError
 from txacme.interfaces import IResponder
 from txacme.messages import CertificateRequest, RenewalWindow
 from txacme.util import PrivateKey, generate_private_key, identifiers_from_csr
@@ -192,6 +193,11 @@ def _as_csr(csr: Any) -> x509.CertificateSigningRequest:
     raise TypeError(f"Not a certificate signing request: {csr!r}")
 
 
+def _problem(code: str, detail: str) -> ServerError:
+    """The error a CA's problem document of ``code`` makes."""
+    return ServerError(messages.Error.with_code(code, detail=detail), None)
+
+
 def _general_name(value: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(value))
@@ -275,6 +281,8 @@ class FakeClient:
         self.closed = 0
         self._ids = itertools.count(1)
         self._authorizations: dict[str, messages.AuthorizationResource] = {}
+        self._orders_by_url: dict[str, messages.OrderResource] = {}
+        self._chains: dict[str, str] = {}
         self._challenge_owner: dict[str, str] = {}
 
     def _now(self) -> datetime:
@@ -366,9 +374,11 @@ class FakeClient:
                 "finalize": order_url + "/finalize",
             }
         )
-        return messages.OrderResource(
+        orderr = messages.OrderResource(
             body=body, uri=order_url, authorizations=authorizations
         )
+        self._orders_by_url[order_url] = orderr
+        return orderr
 
     def _new_authorization(
         self, identifier: messages.Identifier
@@ -443,44 +453,119 @@ class FakeClient:
         return self._authorizations[authzr.uri], self.policy.first_delay
 
     @deferred_async
+    async def refresh_authorization(
+        self, authzr: messages.AuthorizationResource
+    ) -> tuple[messages.AuthorizationResource, float | None]:
+        """
+        :returns: The authorization as it is now, and no ``Retry-After``.
+        """
+        return self._authorizations[authzr.uri], None
+
+    def _order_now(self, orderr: messages.OrderResource) -> messages.OrderResource:
+        """An order as the fake CA has it: ready once all its authorizations are."""
+        current = self._orders_by_url[orderr.uri]
+        if current.body.status == messages.STATUS_PENDING and all(
+            self._authorizations[url].body.status == messages.STATUS_VALID
+            for url in current.body.authorizations
+        ):
+            current = current.update(
+                body=current.body.update(status=messages.STATUS_READY)
+            )
+            self._orders_by_url[orderr.uri] = current
+        updated: messages.OrderResource = orderr.update(body=current.body)
+        return updated
+
+    @deferred_async
+    async def refresh_order(
+        self, orderr: messages.OrderResource
+    ) -> tuple[messages.OrderResource, float | None]:
+        """
+        :returns: The order as it is now (``ready`` once every
+            authorization is valid), and no ``Retry-After``.
+        """
+        return self._order_now(orderr), None
+
+    @deferred_async
+    async def send_csr(
+        self,
+        orderr: messages.OrderResource,
+        csr: x509.CertificateSigningRequest,
+    ) -> tuple[messages.OrderResource, float | None]:
+        """
+        Issue the certificate, once the controller lets it through.
+
+        :returns: The ``valid`` order, with its certificate URL.
+        :raises ServerError: ``orderNotReady`` if a challenge was not
+            answered; ``badCSR`` if the CSR does not name exactly the
+            order's identifiers (as a CA answers).
+        """
+        current = self._order_now(orderr)
+        if current.body.status != messages.STATUS_READY:
+            raise _problem("orderNotReady", f"the order is {current.body.status.name}")
+        ordered = [identifier.value for identifier in current.body.identifiers]
+        requested = [value for _, value in identifiers_from_csr(csr)]
+        if sorted(ordered) != sorted(requested):
+            raise _problem("badCSR", f"the CSR names {requested}, the order {ordered}")
+        await self.controller._issue()
+        certificate = self._sign(csr, ordered)
+        self.certificates.append(certificate)
+        self.controller.issued += 1
+        certificate_url = self._url("certificate")
+        self._chains[certificate_url] = _pem(certificate) + _pem(self.ca_certificate)
+        valid = current.update(
+            body=current.body.update(
+                status=messages.STATUS_VALID, certificate=certificate_url
+            )
+        )
+        self._orders_by_url[orderr.uri] = valid
+        return valid, None
+
+    @deferred_async
+    async def fetch_certificate(
+        self,
+        orderr: messages.OrderResource,
+        csr: x509.CertificateSigningRequest,
+    ) -> messages.OrderResource:
+        """
+        The chain of a valid order: the certificate, then the fake CA's.
+
+        :raises MalformedResponse: If the certificate is not for the CSR's
+            key.
+        """
+        url = orderr.body.certificate
+        if url is None or url not in self._chains:
+            raise MalformedResponse(f"The order {orderr.uri} has no certificate")
+        chain = self._chains[url]
+        leaf = x509.load_pem_x509_certificate(chain.encode("ascii"))
+        if leaf.public_key() != csr.public_key():
+            raise MalformedResponse("The certificate's public key is not the CSR's")
+        fetched: messages.OrderResource = orderr.update(
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+            fullchain_pem=chain,
+            alternative_fullchains_pem=[],
+        )
+        return fetched
+
+    @deferred_async
     async def finalize(
         self,
         orderr: messages.OrderResource,
         csr: x509.CertificateSigningRequest | messages.CertificateRequest | bytes | Any,
     ) -> messages.OrderResource:
         """
-        Issue the certificate, once the controller lets it through.
+        Finalize the order and fetch its certificate, as
+        :meth:`txacme.client.Client.finalize` does, through the same steps
+        (:meth:`send_csr`, :meth:`refresh_order`, :meth:`fetch_certificate`).
 
         :raises AuthorizationsNotValid: If a challenge was not answered.
-        :raises ValueError: If the CSR does not name the order's identifiers.
+        :raises ServerError: ``badCSR`` if the CSR does not name the order's
+            identifiers.
         """
         request = _as_csr(csr)
-        current = [self._authorizations[authzr.uri] for authzr in orderr.authorizations]
-        not_valid = [
-            authzr for authzr in current if authzr.body.status != messages.STATUS_VALID
-        ]
-        if not_valid:
-            raise AuthorizationsNotValid(not_valid)
-        ordered = [identifier.value for identifier in orderr.body.identifiers]
-        requested = [value for _, value in identifiers_from_csr(request)]
-        if sorted(ordered) != sorted(requested):
-            raise ValueError(
-                f"The CSR names {requested}, the order {ordered}: they differ"
-            )
-        await self.controller._issue()
-        certificate = self._sign(request, ordered)
-        self.certificates.append(certificate)
-        self.controller.issued += 1
-        certificate_url = self._url("certificate")
-        finalized: messages.OrderResource = orderr.update(
-            body=orderr.body.update(
-                status=messages.STATUS_VALID, certificate=certificate_url
-            ),
-            csr_pem=request.public_bytes(serialization.Encoding.PEM),
-            fullchain_pem=_pem(certificate) + _pem(self.ca_certificate),
-            alternative_fullchains_pem=[],
+        valid = await finalize_order(
+            self, orderr, request, Deadline(self._clock, self.policy.timeout)
         )
-        return finalized
+        return await self.fetch_certificate(valid, request)
 
     def _sign(
         self, request: x509.CertificateSigningRequest, names: Sequence[str]

@@ -4,9 +4,22 @@ Interfaces: the points where applications plug their own code into txacme.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
 from zope.interface import Attribute, Interface
 
-__all__ = ["ICertificateStore", "IResponder"]
+if TYPE_CHECKING:
+    from acme import challenges as acme_challenges
+    from acme import messages
+    from cryptography import x509
+    from josepy.jwk import JWK
+    from twisted.internet.defer import Deferred
+
+    from txacme._polling import PollingPolicy
+    from txacme.messages import RenewalWindow
+
+__all__ = ["ICertificateStore", "IResponder", "IssuingClient"]
 
 
 class IResponder(Interface):
@@ -103,3 +116,97 @@ class ICertificateStore(Interface):
         :returns: A Deferred firing with a dict mapping server names to lists
             of PEM objects.
         """
+
+
+class IssuingClient(Protocol):
+    """
+    What the issuance workflow (:func:`txacme.client.issue_certificate`,
+    :func:`~txacme.client.answer_challenge`,
+    :func:`~txacme.client.poll_until_valid`) and
+    :class:`~txacme.service.AcmeIssuingService` need of an ACME client, one
+    RFC 8555 exchange per method.  :class:`txacme.client.Client` provides
+    it, and so does :class:`txacme.testing.FakeClient`, which therefore
+    goes through the same workflow.
+
+    The contract (RFC 2119 terms), which the test suite holds both to:
+
+    * Every method MUST return a Deferred (cancellable) and MUST NOT wait
+      for a resource to change state: the workflow does the waiting, on its
+      own clock, following :attr:`policy`.
+    * ``refresh_authorization`` and ``refresh_order`` MUST return the
+      resource as the CA has it now, and the CA's ``Retry-After`` in
+      seconds, or ``None``.
+    * ``send_csr`` MUST send the CSR once and return the order as the CA
+      answered (``processing`` or ``valid``); for an order that is not
+      ready it MUST fail with a :exc:`~txacme.errors.ServerError` of code
+      ``orderNotReady``.
+    * ``fetch_certificate`` MUST return the ``valid`` order with its
+      ``fullchain_pem`` (leaf first, each certificate issued by the next)
+      and ``alternative_fullchains_pem``, and MUST fail with
+      :exc:`~txacme.errors.MalformedResponse` if the leaf is not for the
+      CSR's key.
+
+    :ivar key: The account key (key authorizations are computed with it).
+    :ivar policy: How to poll (a :class:`~txacme.client.PollingPolicy`).
+    """
+
+    @property
+    def key(self) -> JWK: ...
+
+    @property
+    def policy(self) -> PollingPolicy: ...
+
+    def register(
+        self,
+        new_reg: messages.NewRegistration | None = ...,
+        eab: Any = ...,
+    ) -> Deferred[messages.RegistrationResource]:
+        """Find or create the account (``newAccount``)."""
+
+    def new_order(
+        self,
+        identifiers: Iterable[messages.Identifier | str],
+        profile: str | None = ...,
+        replaces: str | x509.Certificate | None = ...,
+    ) -> Deferred[messages.OrderResource]:
+        """Create an order, its authorizations fetched."""
+
+    def answer_challenge(
+        self,
+        challenge_body: messages.ChallengeBody,
+        response: acme_challenges.ChallengeResponse | None,
+    ) -> Deferred[messages.ChallengeResource]:
+        """Tell the CA to validate a challenge."""
+
+    def poll(
+        self, authzr: messages.AuthorizationResource
+    ) -> Deferred[tuple[messages.AuthorizationResource, float]]:
+        """An authorization, and the seconds to wait before the next poll."""
+
+    def refresh_authorization(
+        self, authzr: messages.AuthorizationResource
+    ) -> Deferred[tuple[messages.AuthorizationResource, float | None]]:
+        """An authorization as the CA has it now, and its ``Retry-After``."""
+
+    def refresh_order(
+        self, orderr: messages.OrderResource
+    ) -> Deferred[tuple[messages.OrderResource, float | None]]:
+        """An order as the CA has it now, and its ``Retry-After``."""
+
+    def send_csr(
+        self, orderr: messages.OrderResource, csr: x509.CertificateSigningRequest
+    ) -> Deferred[tuple[messages.OrderResource, float | None]]:
+        """Send the order's CSR (``finalize``), once."""
+
+    def fetch_certificate(
+        self, orderr: messages.OrderResource, csr: x509.CertificateSigningRequest
+    ) -> Deferred[messages.OrderResource]:
+        """Download a valid order's certificate chains."""
+
+    def renewal_info(
+        self, cert: x509.Certificate | bytes | messages.CertificateResource
+    ) -> Deferred[RenewalWindow]:
+        """The CA's suggested renewal window (RFC 9773)."""
+
+    def close(self) -> Deferred[None]:
+        """Close the client's connections."""

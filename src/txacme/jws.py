@@ -51,8 +51,10 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "JSON_ERROR_CONTENT_TYPE",
     "PEM_CHAIN_TYPE",
+    "Answer",
     "JWSClient",
     "RetryPolicy",
+    "Signer",
 ]
 
 JSON_CONTENT_TYPE = "application/json"
@@ -122,9 +124,60 @@ _TRANSIENT_CODES = frozenset({"rateLimited", "serverInternal"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+@frozen
+class Signer:
+    """
+    Who signs a request (RFC 8555 §6.2): the key, its algorithm, and the
+    account URL to name it by (``kid``), or ``None`` to send the public key
+    itself (``jwk``: ``newAccount``, and revocation by a certificate's key).
+
+    A value: the client passes its account's signer with every request, so
+    that the transport holds no account of its own.
+
+    :ivar key: The private key.
+    :ivar alg: The JWS algorithm, compatible with ``key``.
+    :ivar kid: The account URL, or ``None``.
+    """
+
+    key: JWK
+    alg: JWASignature
+    kid: str | None = None
+
+
+@frozen
+class Answer:
+    """
+    A checked answer of the server: a success with the expected content
+    type, its body read.
+
+    :ivar response: The HTTP response.
+    :ivar body: Its body.
+    """
+
+    response: _Response
+    body: bytes
+
+    def json(self) -> Any:
+        """
+        The body as JSON.
+
+        :raises MalformedResponse: If it is not JSON.
+        """
+        return decode_json(self.response, self.body)
+
+
 class JWSClient:
     """
     HTTP client using JWS-signed messages (RFC 8555 §6.2).
+
+    Its narrow API, used by :class:`~txacme.client.Client`:
+    :meth:`post_jws` (a signed request), :meth:`post_as_get` (a signed
+    read, §6.3), :meth:`fetch` (a plain GET: the directory, renewal
+    information) and :meth:`new_nonce`.  Each request names its
+    :class:`Signer` and the directory's ``newNonce`` URL, so the
+    transport holds no account state.  The methods of txacme 0.9
+    (:meth:`post`, :meth:`get`, :meth:`head`) sign with the key given here,
+    and :attr:`kid` if set.
 
     It keeps a pool of nonces fed by the ``Replay-Nonce`` header of every
     response.  When the pool is empty while signed requests are in flight,
@@ -135,18 +188,15 @@ class JWSClient:
     answer is retried (at most ``max_nonce_retries`` times) with the nonce
     that came with it.  Any number of requests may be in flight at once.
 
-    Requests are signed with ``kid`` (the account URL) once :attr:`kid` is
-    set (:meth:`txacme.client.Client.register` sets it), and with ``jwk``
-    before.
-
     :param treq_client: A treq client: :class:`treq.client.HTTPClient`, or
         :class:`treq.testing.StubTreq` in tests.
-    :param key: The account key.
+    :param key: The key txacme 0.9's :meth:`post` signs with.
     :param alg: The JWS algorithm, compatible with ``key`` (``RS256`` for
         RSA keys, ``ES256``/``ES384`` for P-256/P-384 keys).
     :param user_agent: The ``User-Agent`` header.
-    :param reactor: The clock for request timeouts; when ``None``,
-        :class:`~txacme.client.Client` sets its own reactor here.
+    :param reactor: The clock for request timeouts and retries; when
+        ``None``, the ``clock`` each request names (the
+        :class:`~txacme.client.Client`'s reactor).
     :param timeout: Seconds after which a request (until its body is read)
         fails with :class:`~txacme.errors.NetworkError`.
     :param max_nonce_retries: How many times one request is retried after a
@@ -156,11 +206,12 @@ class JWSClient:
         <RetryPolicy>`).
     :param nonce_wait: The longest a signed request waits for a nonce from
         the answer to a request in flight before it asks ``newNonce``; 0
-        never waits.  (Without a reactor it never waits either.)
+        never waits.  (Without a clock it never waits either.)
 
-    :ivar kid: The account URL used as ``kid``, or ``None``.
-    :ivar new_nonce_url: The directory's ``newNonce`` URL (set by
-        :class:`~txacme.client.Client`).
+    :ivar kid: The account URL txacme 0.9's :meth:`post` signs with as
+        ``kid``, or ``None`` for ``jwk``.
+    :ivar new_nonce_url: The ``newNonce`` URL txacme 0.9's :meth:`post`
+        uses; ``None`` for the last one a request of the narrow API named.
     """
 
     def __init__(
@@ -189,6 +240,10 @@ class JWSClient:
         self.new_nonce_url: str | None = None
         self.nonce_wait = nonce_wait
         self._nonces: list[bytes] = []
+        # The newNonce URL and clock of the last request that named them,
+        # for txacme 0.9's methods.
+        self._last_nonce_url: str | None = None
+        self._last_clock: IReactorTime | None = None
         # Signed requests sent and not yet answered: each answer should
         # bring a nonce, handed to the oldest waiter first.
         self._in_flight = 0
@@ -199,32 +254,147 @@ class JWSClient:
 
     @property
     def key(self) -> JWK:
-        """The account key requests are signed with."""
+        """The key txacme 0.9's :meth:`post` signs with."""
         return self._key
 
     @property
     def alg(self) -> JWASignature:
-        """The JWS algorithm requests are signed with."""
+        """The JWS algorithm txacme 0.9's :meth:`post` signs with."""
         return self._alg
 
     def set_key(self, key: JWK, alg: JWASignature) -> None:
         """
-        Sign with another key from now on (after an RFC 8555 §7.3.5 key
-        change).
+        Make txacme 0.9's :meth:`post` sign with another key from now on.
         """
         self._key = key
         self._alg = alg
 
-    def _seconds(self) -> float:
-        """The current time, from the reactor when there is one."""
-        if self.reactor is not None:
-            return self.reactor.seconds()
-        return time.time()
+    # -- the narrow API ------------------------------------------------------
+
+    @deferred_async
+    async def post_jws(
+        self,
+        url: str,
+        payload: bytes | Mapping[str, Any] | JSONDeSerializable | None,
+        signer: Signer,
+        *,
+        nonce_url: str,
+        clock: IReactorTime | None = None,
+        content_type: str | None = JSON_CONTENT_TYPE,
+        accept: str | None = None,
+    ) -> Answer:
+        """
+        POST a JWS of ``payload`` to ``url``, signed by ``signer``, and
+        check the answer (RFC 8555 §6.2).  ``badNonce`` answers are retried
+        with a fresh nonce, passing errors as ``retry_policy`` says.
+
+        :param payload: The payload: JSON (a mapping or a josepy object),
+            bytes as they are, or ``None`` for POST-as-GET (§6.3).
+        :param signer: Who signs.
+        :param nonce_url: The directory's ``newNonce`` URL.
+        :param clock: The clock for timeouts and retries, unless the
+            transport has a reactor of its own.
+        :param content_type: The media type a success must have, or
+            ``None`` for any.
+        :param accept: An ``Accept`` header to send.
+        :returns: A Deferred firing with the :class:`Answer`.
+        :raises ServerError: For an error answer.
+        :raises MalformedResponse: For a success with another content type.
+        :raises NetworkError: When no answer came.
+        """
+        call = self._call(nonce_url, clock)
+        data = payload if isinstance(payload, bytes) else _encode_payload(payload)
+        headers = {b"content-type": JOSE_JSON.encode("ascii")}
+        if accept is not None:
+            headers[b"accept"] = accept.encode("ascii")
+
+        def sign(nonce: bytes | None) -> bytes:
+            return _flattened_jws(data, signer.key, signer.alg, nonce, url, signer.kid)
+
+        response, body = await self._exchange(
+            call, "POST", url, content_type, headers, sign
+        )
+        return Answer(response, body)
+
+    def post_as_get(
+        self,
+        url: str,
+        signer: Signer,
+        *,
+        nonce_url: str,
+        clock: IReactorTime | None = None,
+        content_type: str | None = JSON_CONTENT_TYPE,
+        accept: str | None = None,
+    ) -> Deferred[Answer]:
+        """
+        Read a resource with a POST-as-GET (RFC 8555 §6.3): :meth:`post_jws`
+        with an empty payload.
+        """
+        return self.post_jws(
+            url,
+            None,
+            signer,
+            nonce_url=nonce_url,
+            clock=clock,
+            content_type=content_type,
+            accept=accept,
+        )
+
+    @deferred_async
+    async def fetch(
+        self,
+        url: str,
+        *,
+        clock: IReactorTime | None = None,
+        content_type: str | None = JSON_CONTENT_TYPE,
+    ) -> Answer:
+        """
+        A plain GET, checked (the directory; ``renewalInfo``, RFC 9773):
+        retried after passing errors as ``retry_policy`` says.
+
+        :returns: A Deferred firing with the :class:`Answer`.
+        :raises ServerError: For an error answer.
+        :raises MalformedResponse: For a success with another content type.
+        :raises NetworkError: When no answer came.
+        """
+        call = self._call(self._last_nonce_url, clock)
+        response, body = await self._exchange(call, "GET", url, content_type)
+        return Answer(response, body)
+
+    @deferred_async
+    async def new_nonce(
+        self, nonce_url: str, *, clock: IReactorTime | None = None
+    ) -> bytes:
+        """
+        A fresh nonce: from the pool, from the answer to a request in
+        flight, or from ``newNonce`` (RFC 8555 §7.2).
+
+        :param nonce_url: The directory's ``newNonce`` URL.
+        :param clock: As for :meth:`post_jws`.
+        :returns: A Deferred firing with the nonce (decoded bytes).
+        """
+        return await self._get_nonce(self._call(nonce_url, clock))
+
+    def _call(self, nonce_url: str | None, clock: IReactorTime | None) -> _Call:
+        """The context of one request: its clock and newNonce URL."""
+        if nonce_url is not None:
+            self._last_nonce_url = nonce_url
+        if clock is not None:
+            self._last_clock = clock
+        reactor = self.reactor if self.reactor is not None else clock
+        return _Call(reactor, nonce_url)
+
+    def _default_call(self) -> _Call:
+        """The context of a request through txacme 0.9's methods."""
+        reactor = self.reactor if self.reactor is not None else self._last_clock
+        nonce_url = self.new_nonce_url or self._last_nonce_url
+        return _Call(reactor, nonce_url)
 
     # -- HTTP ---------------------------------------------------------------
 
     async def _request(
         self,
+        call: _Call,
         method: str,
         url: str,
         headers: Mapping[bytes, bytes] | None = None,
@@ -251,13 +421,13 @@ class JWSClient:
 
         attempt = Deferred.fromCoroutine(exchange())
         delayed = None
-        if self.reactor is not None and self.timeout:
+        if call.clock is not None and self.timeout:
 
             def on_timeout() -> None:
                 timed_out.append(True)
                 attempt.cancel()
 
-            delayed = self.reactor.callLater(self.timeout, on_timeout)
+            delayed = call.clock.callLater(self.timeout, on_timeout)
         try:
             return await attempt
         except CancelledError:
@@ -274,6 +444,7 @@ class JWSClient:
 
     def _check_response(
         self,
+        call: _Call,
         response: _Response,
         body: bytes,
         content_type: str | None,
@@ -288,7 +459,7 @@ class JWSClient:
         """
         received = media_type(first_header(response, b"content-type"))
         if received == JSON_ERROR_CONTENT_TYPE or response.code >= 400:
-            raise _server_error(response, body, received, self._seconds)
+            raise _server_error(response, body, received, call.seconds)
         if content_type is not None and received != content_type:
             raise MalformedResponse(
                 f"Expected content type {content_type!r}, got {received!r}", response
@@ -320,14 +491,13 @@ class JWSClient:
         if self._in_flight == 0 and self._nonce_waiters:
             self._nonce_waiters.pop(0).callback(None)
 
-    async def _wait_for_nonce(self) -> bytes | None:
+    async def _wait_for_nonce(self, clock: IReactorTime) -> bytes | None:
         """
         Wait for the nonce of an answer to a request in flight, at most
         :attr:`nonce_wait` seconds.
 
         :returns: The nonce, or ``None`` if none came in time.
         """
-        assert self.reactor is not None
 
         def forget(waiter: Deferred[bytes | None]) -> None:
             if waiter in self._nonce_waiters:
@@ -341,14 +511,14 @@ class JWSClient:
                 self._nonce_waiters.remove(waiter)
                 waiter.callback(None)
 
-        timer = self.reactor.callLater(self.nonce_wait, give_up)
+        timer = clock.callLater(self.nonce_wait, give_up)
         try:
             return await waiter
         finally:
             if timer.active():
                 timer.cancel()
 
-    async def _get_nonce(self) -> bytes:
+    async def _get_nonce(self, call: _Call) -> bytes:
         """
         A fresh nonce: the newest from the pool, else the next one an
         answer to a request in flight brings, else one from ``newNonce``
@@ -356,17 +526,18 @@ class JWSClient:
         """
         if self._nonces:
             return self._nonces.pop()
-        if self._in_flight and self.nonce_wait > 0 and self.reactor is not None:
-            waited = await self._wait_for_nonce()
+        if self._in_flight and self.nonce_wait > 0 and call.clock is not None:
+            waited = await self._wait_for_nonce(call.clock)
             if waited is not None:
                 return waited
-        if self.new_nonce_url is None:
+        if call.nonce_url is None:
             raise MalformedResponse(
-                "No nonce available: the directory has no newNonce URL"
+                "No nonce available: no newNonce URL is known (the directory "
+                "has none, or none was given)"
             )
-        response, _ = await self._request("HEAD", self.new_nonce_url, read_body=False)
+        response, _ = await self._request(call, "HEAD", call.nonce_url, read_body=False)
         if response.code >= 400:
-            raise _server_error(response, b"", None, self._seconds)
+            raise _server_error(response, b"", None, call.seconds)
         nonce = _response_nonce(response)
         if nonce is None:
             raise MalformedResponse(
@@ -374,46 +545,11 @@ class JWSClient:
             )
         return nonce
 
-    # -- signed requests ----------------------------------------------------
-
-    async def _post(
-        self,
-        url: str,
-        payload: bytes,
-        content_type: str | None = JSON_CONTENT_TYPE,
-        *,
-        use_jwk: bool = False,
-        key: JWK | None = None,
-        alg: JWASignature | None = None,
-        accept: str | None = None,
-    ) -> tuple[_Response, bytes]:
-        """
-        POST a JWS with ``payload`` to ``url`` and check the answer.
-
-        :param use_jwk: Sign with a ``jwk`` header even if :attr:`kid` is set
-            (newAccount, revocation by certificate key, RFC 8555 §6.2).
-        :param key: Sign with this key instead of the account key (then
-            ``jwk`` is used).
-        :param alg: The algorithm for ``key``.
-        :param accept: An ``Accept`` header to send.
-        :returns: The response and its body.
-        """
-        signing_key = key or self._key
-        signing_alg = alg or (self._alg if key is None else None)
-        if signing_alg is None:
-            raise TypeError("alg is required with key")
-        kid = None if (use_jwk or key is not None) else self.kid
-        headers = {b"content-type": JOSE_JSON.encode("ascii")}
-        if accept is not None:
-            headers[b"accept"] = accept.encode("ascii")
-
-        def sign(nonce: bytes | None) -> bytes:
-            return _flattened_jws(payload, signing_key, signing_alg, nonce, url, kid)
-
-        return await self._exchange("POST", url, content_type, headers, sign)
+    # -- requests -------------------------------------------------------------
 
     async def _exchange(
         self,
+        call: _Call,
         method: str,
         url: str,
         content_type: str | None,
@@ -427,7 +563,7 @@ class JWSClient:
 
         :param sign: For a signed request, builds the body from a nonce.
         """
-        nonce = await self._get_nonce() if sign is not None else None
+        nonce = await self._get_nonce(call) if sign is not None else None
         bad_nonces = 0
         transient = 0
         while True:
@@ -436,7 +572,7 @@ class JWSClient:
                 self._in_flight += 1
             try:
                 response, body = await self._request(
-                    method, url, headers=headers, data=data
+                    call, method, url, headers=headers, data=data
                 )
             except BaseException:
                 if sign is not None:
@@ -447,7 +583,7 @@ class JWSClient:
                 self._in_flight -= 1
             fresh = _response_nonce(response)
             try:
-                self._check_response(response, body, content_type)
+                self._check_response(call, response, body, content_type)
             except ServerError as error:
                 if (
                     sign is not None
@@ -460,12 +596,12 @@ class JWSClient:
                     )
                     if fresh is None:
                         self._nonce_lost()
-                        nonce = await self._get_nonce()
+                        nonce = await self._get_nonce(call)
                     else:
                         nonce = fresh
                     continue
                 self._keep_nonce(fresh)
-                delay = self._transient_delay(error, transient)
+                delay = self._transient_delay(call, error, transient)
                 if delay is None:
                     raise
                 transient += 1
@@ -479,10 +615,10 @@ class JWSClient:
                     count=transient,
                     delay=delay,
                 )
-                assert self.reactor is not None
-                await deferLater(self.reactor, delay)
+                assert call.clock is not None
+                await deferLater(call.clock, delay)
                 if sign is not None:
-                    nonce = await self._get_nonce()
+                    nonce = await self._get_nonce(call)
                 continue
             except BaseException:
                 self._keep_nonce(fresh)
@@ -490,7 +626,9 @@ class JWSClient:
             self._keep_nonce(fresh)
             return response, body
 
-    def _transient_delay(self, error: ServerError, retries: int) -> float | None:
+    def _transient_delay(
+        self, call: _Call, error: ServerError, retries: int
+    ) -> float | None:
         """
         The seconds to wait before retrying after ``error``, or ``None`` to
         raise it.  Sets the error's ``retry_after`` to the policy's backoff
@@ -502,28 +640,15 @@ class JWSClient:
         backoff = policy.backoff(retries)
         if error.retry_after is None:
             error.retry_after = backoff
-            error.retry_at = self._seconds() + backoff
+            error.retry_at = call.seconds() + backoff
             delay = backoff
         else:
             delay = error.retry_after
-        if self.reactor is None or retries >= policy.max_retries:
+        if call.clock is None or retries >= policy.max_retries:
             return None
         if delay > policy.max_retry_after:
             return None
         return delay
-
-    async def _post_json(
-        self,
-        url: str,
-        payload: Mapping[str, Any] | JSONDeSerializable | None,
-        **kwargs: Any,
-    ) -> tuple[_Response, Any]:
-        """
-        POST a JSON payload (``None`` for POST-as-GET, RFC 8555 §6.3) and
-        decode the JSON answer.
-        """
-        response, body = await self._post(url, _encode_payload(payload), **kwargs)
-        return response, decode_json(response, body)
 
     # -- the txacme 0.9 API -------------------------------------------------
 
@@ -538,7 +663,9 @@ class JWSClient:
         :param url: The URL to make the request to.
         :returns: A Deferred firing with the HTTP response.
         """
-        response, _ = await self._request("HEAD", url, read_body=False)
+        response, _ = await self._request(
+            self._default_call(), "HEAD", url, read_body=False
+        )
         self._pool_nonce(response)
         return response
 
@@ -562,7 +689,9 @@ class JWSClient:
         :raises MalformedResponse: For an unexpected content type.
         :raises NetworkError: When no answer came.
         """
-        response, _ = await self._exchange("GET", url, content_type)
+        response, _ = await self._exchange(
+            self._default_call(), "GET", url, content_type
+        )
         return response
 
     @deferred_async
@@ -576,6 +705,9 @@ class JWSClient:
         """
         POST an object and check the response.
 
+        Signed with this transport's key (``jwk``), or with :attr:`kid` once
+        it is set; see :meth:`post_jws` for signing as any account.
+
         :param url: The URL to request.
         :param obj: The serializable payload of the request; ``None`` sends
             a POST-as-GET (empty payload, RFC 8555 §6.3).
@@ -588,10 +720,41 @@ class JWSClient:
         :raises MalformedResponse: For an unexpected content type.
         :raises NetworkError: When no answer came.
         """
-        response, _ = await self._post(
-            url, _encode_payload(obj), content_type=content_type, **kwargs
+        call = self._default_call()
+        signer = Signer(self._key, self._alg, self.kid)
+        payload = _encode_payload(obj)
+
+        def sign(nonce: bytes | None) -> bytes:
+            return _flattened_jws(
+                payload, signer.key, signer.alg, nonce, url, signer.kid
+            )
+
+        response, _ = await self._exchange(
+            call,
+            "POST",
+            url,
+            content_type,
+            {b"content-type": JOSE_JSON.encode("ascii")},
+            sign,
         )
         return response
+
+
+@frozen
+class _Call:
+    """
+    The context of one request: the clock for its timeout and retries, and
+    the ``newNonce`` URL for its nonces.
+    """
+
+    clock: IReactorTime | None
+    nonce_url: str | None
+
+    def seconds(self) -> float:
+        """The current time, from the clock when there is one."""
+        if self.clock is not None:
+            return self.clock.seconds()
+        return time.time()
 
 
 @implementer(IBodyProducer)

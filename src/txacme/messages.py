@@ -8,16 +8,18 @@ Everything else (``NewRegistration``, ``RegistrationResource``,
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from random import Random
 from typing import Any
 
-from acme import messages
+from acme import challenges, messages
 from attrs import frozen
 from cryptography import x509
 from josepy.b64 import b64decode, b64encode
 from josepy.errors import DeserializationError
 from josepy.json_util import JSONObjectWithFields, field
+from josepy.jwk import JWK
 
 from txacme.util import decode_csr, encode_csr
 
@@ -113,3 +115,52 @@ class RenewalWindow:
         """
         span = (self.end - self.start).total_seconds()
         return self.start + timedelta(seconds=random.uniform(0, max(0.0, span)))
+
+
+# -- tls-alpn-01 (RFC 8737), which acme 5 dropped ------------------------------
+
+
+@challenges.ChallengeResponse.register
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """
+    The response to a tls-alpn-01 challenge (RFC 8737 §3).
+
+    As for every challenge of RFC 8555, what is POSTed to the challenge URL
+    is the empty object ``{}``: the key authorization stays with the client,
+    which proves it through the certificate it serves.
+    """
+
+    typ = "tls-alpn-01"
+
+    @property
+    def key_authorization_digest(self) -> bytes:
+        """
+        SHA-256 of the key authorization: the value (inside a DER OCTET
+        STRING) of the challenge certificate's id-pe-acmeIdentifier extension.
+        """
+        return hashlib.sha256(self.key_authorization.encode("utf-8")).digest()
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """
+    A tls-alpn-01 challenge (RFC 8737 §3).
+
+    acme 5 dropped its own class for this type; importing
+    :mod:`txacme.messages` (as every txacme module does) registers this
+    one, so that authorizations parse tls-alpn-01 challenges as
+    :class:`TLSALPN01` instead of
+    :class:`acme.challenges.UnrecognizedChallenge`.
+    """
+
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: JWK, **unused_kwargs: Any) -> bytes:
+        """
+        SHA-256 of the key authorization for ``account_key``: what the
+        challenge certificate's id-pe-acmeIdentifier extension holds.
+        """
+        return hashlib.sha256(
+            self.key_authorization(account_key).encode("utf-8")
+        ).digest()

@@ -34,12 +34,10 @@ from random import Random
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import pem
-from acme import challenges as acme_challenges
 from acme import messages
 from attrs import define, field, frozen, validators
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from josepy.jwk import JWK
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -56,10 +54,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from txacme.client import Client, issue_certificate, renewal_certificate_id
+from txacme.client import renewal_certificate_id
 from txacme.errors import NotOffered
-from txacme.interfaces import ICertificateStore, IResponder
-from txacme.messages import RenewalWindow
+from txacme.interfaces import ICertificateStore, IResponder, IssuingClient
+from txacme.issuance import issue_certificate
 from txacme.store import (
     CertificateSummary,
     ICertificateSummaries,
@@ -94,53 +92,6 @@ _DEFAULT_REISSUE = timedelta(days=30).total_seconds()
 _DEFAULT_PANIC = timedelta(days=15).total_seconds()
 #: Entries a sweep looks at before letting the reactor run other work.
 _YIELD_EVERY = 2000
-
-
-class IssuingClient(Protocol):
-    """
-    What :class:`AcmeIssuingService` needs of an ACME client: the methods
-    of :class:`txacme.client.Client` that it and
-    :func:`~txacme.client.issue_certificate` call.
-    :class:`~txacme.client.Client` provides them, and so does
-    :class:`txacme.testing.FakeClient`.
-    """
-
-    key: JWK
-
-    def register(
-        self,
-        new_reg: messages.NewRegistration | None = ...,
-        eab: Any = ...,
-    ) -> Deferred[messages.RegistrationResource]: ...
-
-    def new_order(
-        self,
-        identifiers: Iterable[messages.Identifier | str],
-        profile: str | None = ...,
-        replaces: str | x509.Certificate | None = ...,
-    ) -> Deferred[messages.OrderResource]: ...
-
-    def answer_challenge(
-        self,
-        challenge_body: messages.ChallengeBody,
-        response: acme_challenges.ChallengeResponse | None,
-    ) -> Deferred[messages.ChallengeResource]: ...
-
-    def poll(
-        self, authzr: messages.AuthorizationResource
-    ) -> Deferred[tuple[messages.AuthorizationResource, float]]: ...
-
-    def finalize(
-        self,
-        orderr: messages.OrderResource,
-        csr: x509.CertificateSigningRequest | messages.CertificateRequest | bytes | Any,
-    ) -> Deferred[messages.OrderResource]: ...
-
-    def renewal_info(
-        self, cert: x509.Certificate | bytes | messages.CertificateResource
-    ) -> Deferred[RenewalWindow]: ...
-
-    def close(self) -> Deferred[None]: ...
 
 
 class _TypedStore(Protocol):
@@ -573,15 +524,15 @@ class AcmeIssuingService(Service):
         wait for it instead of starting another (unless it lacks one of
         the names asked for: then a new one starts once it has finished).
 
-        :param server_name: The entry's key, or several names: a string
-            with commas or a sequence (see :func:`parse_server_names`).  A
-            single name reissues the entry with the names it has (just the
-            name, for a new entry); several names set the entry's names.
         The service retries a failed issuance by itself only for the
         entries it keeps (those of the store and of ``names``); for any
         other name, as in txacme 0.9, the failure goes to the caller, who
         decides when to try again.
 
+        :param server_name: The entry's key, or several names: a string
+            with commas or a sequence (see :func:`parse_server_names`).  A
+            single name reissues the entry with the names it has (just the
+            name, for a new entry); several names set the entry's names.
         :returns: A Deferred firing with ``None`` once the certificate is
             stored.  Cancelling it cancels the issuance, as in txacme 0.9:
             every caller waiting for that issuance gets
@@ -1155,10 +1106,8 @@ class AcmeIssuingService(Service):
             names=list(names),
             replaces=replaces,
         )
-        # issue_certificate is typed for Client; it uses only the methods
-        # IssuingClient lists.
         chain = await issue_certificate(
-            cast(Client, client),
+            client,
             self._clock,
             csr,
             self._responders,

@@ -168,7 +168,8 @@ def application_093(
     regr = yield client.agree_to_tos(regr)
 
     service = AcmeIssuingService(
-        cert_store=store,
+        # As applications' own stores, it does not declare ICertificateStore.
+        cert_store=store,  # type: ignore[arg-type]
         client_creator=lambda: succeed(client),
         clock=reactor,
         responders=[responder],
@@ -194,7 +195,7 @@ class Application093Tests(PebbleTestCase):
     pebble_options = PebbleOptions(authz_reuse=0)
     timeout = 120
 
-    def test_register_agree_own_store_key_marker(self) -> None:
+    def test_register_agree_own_store_key_marker(self) -> Deferred[None]:
         """
         ``register`` without agreement then ``agree_to_tos`` creates the
         account on Pebble (which requires the agreement); the service,

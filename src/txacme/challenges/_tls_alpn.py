@@ -29,7 +29,6 @@ from acme import challenges
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from josepy.jwk import JWK
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import (
@@ -58,6 +57,7 @@ from txacme.challenges._client_hello import (
     wanted_length,
 )
 from txacme.interfaces import IResponder
+from txacme.messages import TLSALPN01, TLSALPN01Response
 from txacme.util import (
     KEY_TYPES,
     PrivateKey,
@@ -92,54 +92,6 @@ ID_PE_ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 #: RFC 8737 asks for nothing; validators ignore the dates.
 _VALID_BEFORE = timedelta(hours=1)
 _VALID_AFTER = timedelta(days=7)
-
-
-# -- the challenge type -----------------------------------------------------------
-
-
-@challenges.ChallengeResponse.register
-class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
-    """
-    The response to a tls-alpn-01 challenge (RFC 8737 §3).
-
-    As for every challenge of RFC 8555, what is POSTed to the challenge URL
-    is the empty object ``{}``: the key authorization stays with the client,
-    which proves it through the certificate it serves.
-    """
-
-    typ = "tls-alpn-01"
-
-    @property
-    def key_authorization_digest(self) -> bytes:
-        """
-        SHA-256 of the key authorization: the value (inside a DER OCTET
-        STRING) of the challenge certificate's id-pe-acmeIdentifier extension.
-        """
-        return hashlib.sha256(self.key_authorization.encode("utf-8")).digest()
-
-
-@challenges.Challenge.register
-class TLSALPN01(challenges.KeyAuthorizationChallenge):
-    """
-    A tls-alpn-01 challenge (RFC 8737 §3).
-
-    acme 5 dropped its own class for this type; importing
-    :mod:`txacme.challenges` registers this one, so that authorizations
-    parse tls-alpn-01 challenges as :class:`TLSALPN01` instead of
-    :class:`acme.challenges.UnrecognizedChallenge`.
-    """
-
-    response_cls = TLSALPN01Response
-    typ = response_cls.typ
-
-    def validation(self, account_key: JWK, **unused_kwargs: Any) -> bytes:
-        """
-        SHA-256 of the key authorization for ``account_key``: what the
-        challenge certificate's id-pe-acmeIdentifier extension holds.
-        """
-        return hashlib.sha256(
-            self.key_authorization(account_key).encode("utf-8")
-        ).digest()
 
 
 # -- the challenge certificate ---------------------------------------------------------

@@ -1,0 +1,297 @@
+"""
+Waiting for the CA: how often to poll (:class:`PollingPolicy`), one
+deadline for everything an issuance waits for (:class:`Deadline`), and the
+waits themselves: an authorization until it is valid, an order through
+finalization until it is valid.
+
+They are written against :class:`~txacme.interfaces.IssuingClient`, so that
+:class:`txacme.client.Client` and :class:`txacme.testing.FakeClient` go
+through the same steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from acme import messages
+from attrs import field, frozen, validators
+from cryptography import x509
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from txacme._protocol._common import gather
+from txacme.errors import (
+    AuthorizationFailed,
+    AuthorizationsNotValid,
+    MalformedResponse,
+    OrderFailed,
+    PollTimeout,
+    ServerError,
+)
+
+if TYPE_CHECKING:
+    from txacme.interfaces import IssuingClient
+
+__all__ = [
+    "Deadline",
+    "PollingPolicy",
+    "finalize_order",
+    "poll_authorization",
+]
+
+_PENDING_STATES = (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+
+
+@frozen
+class PollingPolicy:
+    """
+    How the client waits for a resource to change state: an authorization
+    being validated (:func:`~txacme.client.poll_until_valid`), an order being
+    processed (:meth:`~txacme.client.Client.finalize`,
+    :meth:`~txacme.client.Client.request_issuance`,
+    :func:`~txacme.client.issue_certificate`).
+
+    The n-th wait (from 0) is ``first_delay * factor ** n`` seconds, at most
+    ``max_delay``; a ``Retry-After`` header from the server overrides it.
+    The wait before the first poll of an authorization, right after its
+    challenge was answered, is ``initial_delay`` (``first_delay`` unless
+    set; 0 polls at once, for a CA that validates before it answers, such
+    as :class:`txacme.testing.FakeClient`).  Polling that lasts longer than
+    ``timeout`` seconds in all (an order's finalization; a whole
+    :func:`~txacme.client.issue_certificate` unless given its own
+    ``timeout``) fails with :class:`~txacme.errors.PollTimeout`;
+    :func:`~txacme.client.poll_until_valid` has its ``timeout`` argument
+    instead, as in txacme 0.9.
+
+    :ivar first_delay: Seconds before the first poll.
+    :ivar factor: Growth of each later delay.
+    :ivar max_delay: The ceiling of a computed delay.
+    :ivar timeout: The overall limit, in seconds.
+    :ivar initial_delay: Seconds between answering a challenge and the
+        first poll of its authorization, or ``None`` for ``first_delay``.
+    """
+
+    first_delay: float = field(default=1.0, validator=validators.gt(0))
+    factor: float = field(default=1.5, validator=validators.ge(1))
+    max_delay: float = field(default=10.0, validator=validators.gt(0))
+    timeout: float = field(default=300.0, validator=validators.gt(0))
+    initial_delay: float | None = field(
+        default=None, validator=validators.optional(validators.ge(0))
+    )
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """
+        The seconds to wait before poll number ``attempt + 1``.
+
+        :param attempt: How many waits came before this one.
+        :param retry_after: The server's ``Retry-After``, which wins if given.
+        """
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        return float(min(self.max_delay, self.first_delay * self.factor**attempt))
+
+    def authorization_delay(self, attempt: int, retry_after: float | None) -> float:
+        """
+        The seconds to wait before poll number ``attempt + 1`` of an
+        authorization: ``initial_delay`` before the first one (when set
+        and the server gave no ``Retry-After``), :meth:`delay` otherwise.
+        """
+        if attempt == 0 and retry_after is None and self.initial_delay is not None:
+            return self.initial_delay
+        return self.delay(attempt, retry_after)
+
+
+class Deadline:
+    """
+    The moment, on one clock, by which everything an operation waits for
+    must be done.
+
+    :param clock: The clock.
+    :param seconds: The time from now; ``None`` (or infinity) for none.
+    """
+
+    def __init__(self, clock: IReactorTime, seconds: float | None) -> None:
+        self.clock = clock
+        self.started = clock.seconds()
+        self.at = math.inf if seconds is None else self.started + seconds
+
+    def remaining(self) -> float:
+        """Seconds left (negative once past)."""
+        return self.at - self.clock.seconds()
+
+    async def wait(self, seconds: float, url: str, status: str) -> None:
+        """
+        Wait ``seconds`` (0: not at all), no later than the deadline.
+
+        :param url: The resource waited for, for the error.
+        :param status: Its last status, for the error.
+        :raises PollTimeout: If the deadline has passed.
+        """
+        remaining = self.remaining()
+        if remaining <= 0:
+            raise PollTimeout(url, status, self.clock.seconds() - self.started)
+        seconds = min(seconds, remaining)
+        if seconds > 0:
+            await deferLater(self.clock, seconds)
+
+
+async def poll_authorization(
+    client: IssuingClient,
+    authzr: messages.AuthorizationResource,
+    deadline: Deadline,
+) -> messages.AuthorizationResource:
+    """
+    Poll an authorization whose challenge was just answered until it is no
+    longer pending or processing.
+
+    :returns: The valid authorization.
+    :raises AuthorizationFailed: If it ends in another state.
+    :raises PollTimeout: At the deadline.
+    """
+    if authzr.body.status == messages.STATUS_VALID:
+        return authzr
+    policy = client.policy
+    retry_after: float | None = None
+    attempt = 0
+    while True:
+        status = authzr.body.status
+        await deadline.wait(
+            policy.authorization_delay(attempt, retry_after),
+            authzr.uri,
+            status.name if status is not None else "unknown",
+        )
+        attempt += 1
+        authzr, retry_after = await client.refresh_authorization(authzr)
+        status = authzr.body.status
+        if status == messages.STATUS_VALID:
+            return authzr
+        if status not in _PENDING_STATES:
+            raise AuthorizationFailed(authzr)
+
+
+def _seen_valid(orderr: messages.OrderResource) -> bool:
+    """
+    Whether the order resource holds every one of the order's
+    authorizations, each last seen valid.
+    """
+    urls = orderr.body.authorizations or ()
+    valid = {
+        authzr.uri
+        for authzr in orderr.authorizations or ()
+        if authzr.body.status == messages.STATUS_VALID
+    }
+    return bool(urls) and all(url in valid for url in urls)
+
+
+async def _raise_for_authorizations(
+    client: IssuingClient, orderr: messages.OrderResource
+) -> None:
+    """Fetch an order's authorizations and name those that are not valid."""
+    fetched = await gather(
+        [
+            client.refresh_authorization(
+                messages.AuthorizationResource(uri=url, body=messages.Authorization())
+            )
+            for url in orderr.body.authorizations or ()
+        ]
+    )
+    not_valid = [
+        authzr for authzr, _ in fetched if authzr.body.status != messages.STATUS_VALID
+    ]
+    if not_valid:
+        raise AuthorizationsNotValid(not_valid)
+
+
+async def _wait_while(
+    client: IssuingClient,
+    orderr: messages.OrderResource,
+    states: tuple[messages.Status, ...],
+    retry_after: float | None,
+    deadline: Deadline,
+) -> messages.OrderResource:
+    """
+    Poll an order while its status is one of ``states``, following the
+    policy and ``Retry-After``.
+
+    :raises PollTimeout: At the deadline.
+    """
+    attempt = 0
+    while orderr.body.status in states:
+        await deadline.wait(
+            client.policy.delay(attempt, retry_after),
+            orderr.uri,
+            orderr.body.status.name,
+        )
+        attempt += 1
+        orderr, retry_after = await client.refresh_order(orderr)
+    return orderr
+
+
+async def finalize_order(
+    client: IssuingClient,
+    orderr: messages.OrderResource,
+    csr: x509.CertificateSigningRequest,
+    deadline: Deadline,
+) -> messages.OrderResource:
+    """
+    Finalize an order (RFC 8555 §7.4) and wait until it is valid.
+
+    An order whose authorizations were all last seen valid is finalized at
+    once rather than read first (it is ready, §7.1.6): one request less
+    per certificate.  Otherwise the order is read and, while pending with
+    every authorization valid, waited for.
+
+    :returns: The valid order, with its certificate URL.
+    :raises AuthorizationsNotValid: If it is not ready for want of
+        authorizations.
+    :raises OrderFailed: If it is or becomes invalid.
+    :raises PollTimeout: At the deadline.
+    """
+    retry_after: float | None = None
+    submitted = False
+    if orderr.body.status == messages.STATUS_PENDING and _seen_valid(orderr):
+        try:
+            orderr, retry_after = await client.send_csr(orderr, csr)
+        except ServerError as error:
+            if error.code != "orderNotReady":
+                raise
+            # The server has not caught up: read the order, go on below.
+            orderr, retry_after = await client.refresh_order(orderr)
+        else:
+            submitted = True
+    elif orderr.body.status == messages.STATUS_PENDING:
+        orderr, retry_after = await client.refresh_order(orderr)
+    if not submitted and orderr.body.status == messages.STATUS_PENDING:
+        # Raises unless every authorization is valid; if they all are,
+        # the server has yet to notice: wait for the order to be ready.
+        await _raise_for_authorizations(client, orderr)
+        orderr = await _wait_while(
+            client, orderr, (messages.STATUS_PENDING,), retry_after, deadline
+        )
+    if not submitted and orderr.body.status == messages.STATUS_READY:
+        try:
+            orderr, retry_after = await client.send_csr(orderr, csr)
+        except ServerError as error:
+            if error.code == "orderNotReady":
+                await _raise_for_authorizations(client, orderr)
+            raise
+        submitted = True
+    if submitted:
+        # "ready" again right after finalize: the server has not started.
+        orderr = await _wait_while(
+            client,
+            orderr,
+            (messages.STATUS_PROCESSING, messages.STATUS_READY),
+            retry_after,
+            deadline,
+        )
+    elif orderr.body.status == messages.STATUS_PROCESSING:
+        orderr = await _wait_while(
+            client, orderr, (messages.STATUS_PROCESSING,), retry_after, deadline
+        )
+    if orderr.body.status != messages.STATUS_VALID:
+        raise OrderFailed(orderr)
+    if not orderr.body.certificate:
+        raise MalformedResponse(f"The valid order {orderr.uri} has no certificate URL")
+    return orderr
