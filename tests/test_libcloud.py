@@ -502,6 +502,14 @@ class MakingTests(ResponderTestCase):
         # No delay: no clock needed (txacme 0.9.3's tests).
         LibcloudDNSResponder(ThreadsOnly(), self.worker, self.driver, None, 0.0)
 
+    def test_needs_call_from_thread(self) -> None:
+        """
+        A reactor without ``callFromThread`` is a ``TypeError`` at once.
+        """
+        with self.assertRaises(TypeError) as raised:
+            LibcloudDNSResponder(Clock(), self.worker, self.driver, None, 0.0)
+        self.assertIn("callFromThread", str(raised.exception))
+
     def test_nameservers_need_udp(self) -> None:
         """
         ``nameservers`` with a reactor without UDP and TCP is a

@@ -265,7 +265,7 @@ class _Progress:
 
 
 def _in_worker(
-    reactor: IReactorFromThreads, worker: IWorker, work: Callable[[], _T]
+    call_from_thread: Callable[..., object], worker: IWorker, work: Callable[[], _T]
 ) -> Deferred[_T]:
     """
     Run ``work`` in ``worker``; the Deferred fires with its outcome in the
@@ -288,7 +288,7 @@ def _in_worker(
             outcome = work()
         except BaseException:
             outcome = Failure()  # type: ignore[no-untyped-call]
-        reactor.callFromThread(deliver, outcome)
+        call_from_thread(deliver, outcome)
 
     worker.do(run)
     return deferred
@@ -381,9 +381,9 @@ class LibcloudDNSResponder:
     :ivar api_timeout: Seconds to wait for each start's or stop's calls
         into the driver.
 
-    :raises TypeError: If the reactor lacks ``IReactorTime`` (with a
-        ``settle_delay`` or ``nameservers``), or UDP and TCP (with
-        ``nameservers``).
+    :raises TypeError: If the reactor lacks ``callFromThread``, or
+        ``IReactorTime`` (with a ``settle_delay`` or ``nameservers``), or
+        UDP and TCP (with ``nameservers``).
     :raises ValueError: If an address of ``nameservers`` is not an IP
         address, or a PowerDNS driver does not use API ``v1``.
     :raises ImportError: With ``nameservers``, without dnspython.
@@ -391,7 +391,7 @@ class LibcloudDNSResponder:
 
     challenge_type = "dns-01"
 
-    _reactor: IReactorFromThreads
+    _reactor: IReactorTime | IReactorFromThreads
     _thread_pool: IWorker
     _driver: DNSDriver
     zone_name: str | None = None
@@ -416,6 +416,11 @@ class LibcloudDNSResponder:
     )
 
     def __attrs_post_init__(self) -> None:
+        if not callable(getattr(self._reactor, "callFromThread", None)):
+            raise TypeError(
+                "LibcloudDNSResponder needs a reactor providing "
+                "IReactorFromThreads (callFromThread)"
+            )
         waits = self.nameservers is not None or self.settle_delay > 0
         if waits and not IReactorTime.providedBy(self._reactor):
             raise TypeError(
@@ -450,7 +455,7 @@ class LibcloudDNSResponder:
     @classmethod
     def create(
         cls,
-        reactor: IReactorFromThreads,
+        reactor: IReactorTime | IReactorFromThreads,
         driver_name: str,
         username: str,
         password: str | None,
@@ -485,8 +490,12 @@ class LibcloudDNSResponder:
                 host="127.0.0.1", port=8081,
             )
 
-        :param reactor: The reactor: ``IReactorFromThreads``, and
-            ``IReactorTime`` for the waits (every real reactor).
+        :param reactor: The reactor (every real reactor will do): its
+            ``callFromThread`` (``IReactorFromThreads``) delivers the
+            driver's results; ``IReactorTime`` is needed for the waits and
+            ``api_timeout``, ``IReactorUDP`` and ``IReactorTCP`` for
+            ``nameservers``.  The annotation accepts the global reactor as
+            Twisted types it.
         :param driver_name: libcloud's name of the DNS driver
             (``"route53"``, ``"google"``, ``"digitalocean"``,
             ``"cloudflare"``, ``"powerdns"``, ``"dummy"``...).
@@ -545,7 +554,7 @@ class LibcloudDNSResponder:
     @classmethod
     def from_driver(
         cls,
-        reactor: IReactorFromThreads,
+        reactor: IReactorTime | IReactorFromThreads,
         driver: DNSDriver,
         zone_name: str | None = None,
         settle_delay: float = 60.0,
@@ -699,7 +708,13 @@ class LibcloudDNSResponder:
         :raises DNSProviderError: If it did not finish in time.
         """
         progress = _Progress("list_zones")
-        waiting = _in_worker(self._reactor, self._thread_pool, lambda: work(progress))
+        # Duck-typed: txacme 0.9.3's tests pass an object with only
+        # callFromThread, declaring no interface.
+        reactor: Any = self._reactor
+        call_from_thread: Callable[..., object] = reactor.callFromThread
+        waiting = _in_worker(
+            call_from_thread, self._thread_pool, lambda: work(progress)
+        )
         if not IReactorTime.providedBy(self._reactor):
             return await waiting
         clock = IReactorTime(self._reactor)
