@@ -61,7 +61,6 @@ from txacme.challenges._libcloud import (
     DEFAULT,
     POWERDNS,
     _daemon_thread,
-    record_format_for,
     txt_value,
 )
 from txacme.interfaces import IResponder
@@ -1098,8 +1097,12 @@ class FormatTests(TypedAssertions, RealReactorTestCase):
         PowerDNS has its format; any other driver libcloud's convention.
         """
         driver, _ = _powerdns_driver([ZONE])
-        self.assertIs(record_format_for(driver), POWERDNS)
-        self.assertIs(record_format_for(DummyDNSDriver("u", "p")), DEFAULT)
+        self.assertIs(LibcloudRecordFormat.for_driver(driver), POWERDNS)
+        self.assertIs(LibcloudRecordFormat.POWERDNS, POWERDNS)
+        self.assertIs(
+            LibcloudRecordFormat.for_driver(DummyDNSDriver("u", "p")), DEFAULT
+        )
+        self.assertIs(LibcloudRecordFormat.DEFAULT, DEFAULT)
 
     def test_names(self) -> None:
         """

@@ -79,7 +79,9 @@ __all__ = [
 #: The names that need apache-libcloud, imported on first use.
 _LIBCLOUD_NAMES = ("LibcloudDNSResponder", "LibcloudRecordFormat")
 
-if importlib.util.find_spec("libcloud") is not None:
+_WITH_LIBCLOUD = importlib.util.find_spec("libcloud") is not None
+
+if _WITH_LIBCLOUD:
     __all__ += _LIBCLOUD_NAMES
 
 
@@ -103,3 +105,8 @@ def __getattr__(name: str) -> object:
         globals()[name] = found
         return found
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, with the libcloud ones when libcloud is there."""
+    return sorted({*globals(), *(_LIBCLOUD_NAMES if _WITH_LIBCLOUD else ())})

@@ -25,7 +25,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from acme import challenges
 from attrs import Factory, define, field, frozen
@@ -139,22 +139,22 @@ class LibcloudRecordFormat:
 
     libcloud's drivers pass names and data through to their provider's API,
     and the APIs differ.  :class:`LibcloudDNSResponder` picks the format of
-    a driver it knows by the driver's ``type``; give your own as
+    a driver by the driver's ``type`` (:meth:`for_driver`); give your own as
     ``record_format`` for another.
 
-    * :data:`DEFAULT` (every driver not listed below): names relative to
+    * :attr:`DEFAULT` (every driver but PowerDNS): names relative to
       the zone (``_acme-challenge.www`` in ``example.com``), bare values,
       ``extra={"ttl": ttl}``, one ``create_record`` per value and one
       ``delete_record`` per value.  This is libcloud's documented
       convention, and what the ``dummy`` driver and drivers keeping one
       record per value (Cloudflare, DigitalOcean, Linode...) take.
-    * :data:`POWERDNS` (``powerdns``, API ``v1``): fully qualified names
+    * :attr:`POWERDNS` (``powerdns``, API ``v1``): fully qualified names
       with the final dot, values in double quotes, ``extra={"ttl": ttl}``;
       and since PowerDNS keeps one record set per name and type (the
       driver's ``create_record`` replaces the whole set and its
       ``delete_record`` deletes it), the whole set is written through
       PowerDNS's API (a ``PATCH`` with ``changetype`` ``REPLACE``, or
-      ``DELETE`` for an empty set): :func:`write_powerdns_rrset`.
+      ``DELETE`` for an empty set), through the driver's connection.
 
     Existing records are matched whatever the format: a name fully
     qualified or relative, with or without the final dot, in any case; a
@@ -173,10 +173,27 @@ class LibcloudRecordFormat:
         block.  ``None``: records are created and deleted one by one.
     """
 
+    #: libcloud's convention: relative names, bare values, a TTL in
+    #: ``extra``, one record per value.
+    DEFAULT: ClassVar[LibcloudRecordFormat]
+
+    #: PowerDNS (API v1): fully qualified names, quoted values, a TTL in
+    #: ``extra``, whole record sets.
+    POWERDNS: ClassVar[LibcloudRecordFormat]
+
     fully_qualified: bool = False
     quoted: bool = False
     ttl_extra: bool = True
     write_rrset: RRsetWriter | None = None
+
+    @classmethod
+    def for_driver(cls, driver: DNSDriver) -> LibcloudRecordFormat:
+        """
+        The format of ``driver``, by its ``type`` (libcloud's ``Provider``
+        constant, the name ``get_driver`` takes): :attr:`POWERDNS` for
+        ``powerdns``, :attr:`DEFAULT` for any other.
+        """
+        return record_format_for(driver)
 
     def record_name(self, record_name: str, zone_domain: str) -> str:
         """
@@ -230,17 +247,13 @@ def write_powerdns_rrset(
     )
 
 
-#: Libcloud's convention: relative names, bare values, a TTL in ``extra``.
-DEFAULT = LibcloudRecordFormat()
-
-#: PowerDNS (API v1): fully qualified names, quoted values, whole sets.
-POWERDNS = LibcloudRecordFormat(
+DEFAULT = LibcloudRecordFormat.DEFAULT = LibcloudRecordFormat()
+POWERDNS = LibcloudRecordFormat.POWERDNS = LibcloudRecordFormat(
     fully_qualified=True, quoted=True, write_rrset=write_powerdns_rrset
 )
 
-#: The formats of the drivers known to differ from :data:`DEFAULT`, by
-#: ``driver.type`` (libcloud's ``Provider`` constant, the name
-#: ``get_driver`` takes).
+#: The formats of the drivers known to differ from ``DEFAULT``, by
+#: ``driver.type``.
 RECORD_FORMATS: Mapping[str, LibcloudRecordFormat] = {
     Provider.POWERDNS: POWERDNS,
 }
@@ -248,8 +261,8 @@ RECORD_FORMATS: Mapping[str, LibcloudRecordFormat] = {
 
 def record_format_for(driver: DNSDriver) -> LibcloudRecordFormat:
     """
-    The format of ``driver``: from :data:`RECORD_FORMATS` by its ``type``,
-    or :data:`DEFAULT`.
+    The format of ``driver``: from ``RECORD_FORMATS`` by its ``type``, or
+    ``DEFAULT``.
     """
     return RECORD_FORMATS.get(str(getattr(driver, "type", None)), DEFAULT)
 
@@ -354,9 +367,10 @@ class LibcloudDNSResponder:
     :meth:`stop_responding` removes that value (every record at the name
     holding it), leaving the others.
 
-    Steps 1 and 2, and the removal, run in :attr:`_thread_pool` (libcloud
-    blocks); each such call is bounded by ``api_timeout`` seconds when the
-    reactor provides ``IReactorTime``.  A failure of the provider's API
+    Steps 1 and 2, and the removal, run in the responder's thread pool
+    (``_thread_pool``: one daemon thread, for libcloud blocks), one after
+    another; each is bounded by ``api_timeout`` seconds when the reactor
+    provides ``IReactorTime``.  A failure of the provider's API
     (refused credentials, an error answer, no connection, no answer in
     time) is a :exc:`DNSProviderError`.
 
