@@ -13,16 +13,20 @@ checked against Pebble's root, and afterwards the zone must hold no
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from cryptography import x509
 from twisted.internet.defer import Deferred
+from twisted.trial.unittest import FailTest, SkipTest
 
+from tests.integration import powerdns
 from tests.integration.pebble import PebbleOptions, PebbleTestCase, expect_failure
 from tests.integration.powerdns import PowerDNSServer, powerdns_for
 from tests.integration.test_dns01 import _Watching
+from tests.support import TestCase
 from txacme.challenges import DNSProviderError, LibcloudDNSResponder
 from txacme.client import issue_certificate
 from txacme.interfaces import IResponder
@@ -189,3 +193,39 @@ class LibcloudPowerDNSTests(PebbleTestCase):
             self.assertNoChallengeRecords()
 
         return self.run_test(test())
+
+
+class MissingPowerDNSTests(TestCase):
+    """
+    Without PowerDNS, the tests skip, except in CI where they fail.
+    """
+
+    def setUp(self) -> None:
+        saved = dict(os.environ)
+        self.addCleanup(os.environ.update, saved)
+        self.addCleanup(os.environ.clear)
+
+        def nowhere(name: str) -> str | None:
+            return None
+
+        self.addCleanup(setattr, powerdns, "_program", powerdns._program)
+        powerdns._program = nowhere
+
+    def test_skip_outside_ci(self) -> None:
+        """
+        Outside CI a missing ``pdns_server`` skips, saying what to install.
+        """
+        os.environ.pop("CI", None)
+        with self.assertRaises(SkipTest) as raised:
+            powerdns.require_powerdns()
+        self.assertIn("apt-get install pdns-server", str(raised.exception))
+
+    def test_fail_in_ci(self) -> None:
+        """
+        With ``CI`` set a missing ``pdns_server`` fails the test.
+        """
+        os.environ["CI"] = "true"
+        with self.assertRaises(FailTest):
+            powerdns.require_powerdns()
+        with self.assertRaises(FailTest):
+            powerdns_for(MissingPowerDNSTests)
