@@ -4,8 +4,8 @@ Sphinx configuration for txacme's documentation.
 Build with ``sphinx-build -n -W -b html docs docs/_build/html``: every
 cross-reference to a txacme name must resolve.  There is no network access
 for intersphinx, so references to the libraries txacme builds on (Twisted,
-acme, josepy, cryptography, treq, zope.interface, attrs, pem) stay unlinked
-on purpose and are silenced below, for those namespaces only.
+acme, josepy, cryptography, treq, zope.interface, attrs, pem, libcloud) stay
+unlinked on purpose and are silenced below, for those namespaces only.
 
 Three small extensions live here rather than in a dependency:
 
@@ -99,6 +99,7 @@ _EXTERNAL_PACKAGES = (
     "pem",
     "hyperlink",
     "OpenSSL",
+    "libcloud",
 )
 _STANDARD_LIBRARY = (
     "collections",

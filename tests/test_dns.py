@@ -789,6 +789,9 @@ class ZoneTests(DNSTestCase):
             self.responder().start_responding("www.other.test", challenge, response),
         )
         self.assertIn("_acme-challenge.www.other.test", str(error))
+        self.assertEqual(error.name, "_acme-challenge.www.other.test")
+        # No zone was configured: the responder looked for the name's.
+        self.assertIs(error.zone_name, None)
         self.assertEqual(self.primary.updates(), [])
 
     async def test_lookup_servfail(self) -> None:

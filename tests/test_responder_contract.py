@@ -17,8 +17,10 @@ The kinds:
 * ``tls-alpn-01``: :class:`TLSALPN01Responder`'s standalone listener
   (handshakes over loopback);
 * ``dns-01``: :class:`RFC2136Responder` against ``tests.test_dns``'s
-  :class:`FakeDNSServer`, and :class:`CallableDNS01Responder` with
-  functions keeping records in memory.
+  :class:`FakeDNSServer`, :class:`CallableDNS01Responder` with
+  functions keeping records in memory, and :class:`LibcloudDNSResponder`
+  (in its own thread) with ``tests.test_libcloud``'s in-memory driver
+  keeping one record per value.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ from txacme.interfaces import IResponder
 #: Why RFC2136Responder cannot be tested here (dnspython is an extra).
 WITHOUT_DNSPYTHON = (
     None if importlib.util.find_spec("dns") else "needs dnspython (txacme[dns])"
+)
+
+#: Why LibcloudDNSResponder cannot be tested here (apache-libcloud, and
+#: dnspython for its failing case, are extras).
+WITHOUT_LIBCLOUD = (
+    None
+    if importlib.util.find_spec("libcloud") and importlib.util.find_spec("dns")
+    else "needs apache-libcloud and dnspython (txacme[libcloud,dns])"
 )
 
 NAME = "www.example.test"
@@ -316,12 +326,64 @@ class CallableDNS01Kind(Kind):
         return list(self.calls)
 
 
+class LibcloudKind(Kind):
+    """
+    :class:`LibcloudDNSResponder` with its own thread, on an in-memory
+    driver keeping one record per value; a challenge is answered while its
+    value is among the driver's records.
+    """
+
+    challenge_class = challenges.DNS01
+
+    async def set_up(self) -> None:
+        from tests import test_libcloud as libcloud_support
+
+        self.driver = libcloud_support.PerValueDriver()
+        self.driver.create_zone("example.test")
+        self.responder = self.make()
+
+    def make(self, **options: Any) -> Any:
+        responder = txacme.challenges.LibcloudDNSResponder.from_driver(
+            self.reactor, self.driver, None, 0.0, api_timeout=5.0, **options
+        )
+        self.test.addCleanup(responder._thread_pool.quit)
+        return responder
+
+    async def answering(self, name: str, challenge: Any, response: Any) -> bool:
+        record_name, value = dns01_record(name, response)
+        return value in self.driver.txt(record_name)
+
+    async def failing(self) -> tuple[Any, str, type[Exception]]:
+        # The record is added, then a nameserver that never gets it times
+        # the propagation wait out.
+        from tests import test_dns as dns_support
+
+        silent = dns_support.FakeDNSServer(
+            {"example.test.": dns_support.EXAMPLE_ZONE}
+        ).listen(self.reactor)
+        self.test.addCleanup(lambda: Deferred.fromCoroutine(silent.stop()))
+        responder = self.make(
+            nameservers=[silent.address],
+            propagation_interval=0.05,
+            propagation_timeout=0.3,
+            query_timeout=0.5,
+        )
+        return responder, NAME, PropagationTimeout
+
+    def side_effects(self) -> list[object]:
+        return list(self.driver.changes)
+
+
+if WITHOUT_LIBCLOUD is None:
+    LibcloudKind.responder_class = txacme.challenges.LibcloudDNSResponder
+
 KINDS: list[type[Kind]] = [
     HTTP01ResourceKind,
     HTTP01StandaloneKind,
     TLSALPN01Kind,
     RFC2136Kind,
     CallableDNS01Kind,
+    *([LibcloudKind] if WITHOUT_LIBCLOUD is None else []),
 ]
 
 
@@ -528,6 +590,13 @@ class CallableDNS01ContractTests(ContractTests, ContractTestCase):
     kind_class = CallableDNS01Kind
 
 
+class LibcloudContractTests(ContractTests, ContractTestCase):
+    """:class:`LibcloudDNSResponder` with an in-memory driver."""
+
+    kind_class = LibcloudKind
+    skip = WITHOUT_LIBCLOUD
+
+
 class CoverageTests(TypedAssertions, TestCase):
     """The contract tests cover every responder txacme has."""
 
@@ -543,5 +612,6 @@ class CoverageTests(TypedAssertions, TestCase):
             if isinstance(getattr(txacme.challenges, name), type)
             and IResponder.implementedBy(getattr(txacme.challenges, name))
         }
-        self.assertEqual(len(exported), 4)
+        with_libcloud = importlib.util.find_spec("libcloud") is not None
+        self.assertEqual(len(exported), 5 if with_libcloud else 4)
         self.assertEqual({kind.responder_class for kind in KINDS}, exported)

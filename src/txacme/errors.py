@@ -16,6 +16,11 @@ when :func:`txacme.client.poll_until_valid` timed out, as in txacme 0.9):
 * :class:`AuthorizationFailed`, :class:`AuthorizationsNotValid`,
   :class:`NoSupportedChallenges`, :class:`OrderFailed`, :class:`PollTimeout`:
   the protocol ran, but did not get where the caller wanted.
+* :class:`NotInZone`, :class:`ZoneNotFound`: a dns-01 responder has no zone
+  to put a record in (the names of txacme 0.9).  They are
+  dns-01 responder errors too (:exc:`~txacme.challenges.DNSError`): the
+  root of that family is defined here, so that each is one class under
+  both names, and :mod:`txacme.challenges` re-exports it.
 
 None of these leave the :class:`~txacme.client.Client` unusable: the next
 call starts afresh.
@@ -41,6 +46,7 @@ __all__ = [
     "MalformedResponse",
     "NetworkError",
     "NoSupportedChallenges",
+    "NotInZone",
     "NotOffered",
     "OrderFailed",
     "PollTimeout",
@@ -48,6 +54,7 @@ __all__ = [
     "ServerError",
     "TermsOfServiceNotAgreed",
     "UserActionRequired",
+    "ZoneNotFound",
 ]
 
 
@@ -435,3 +442,91 @@ class NotOffered(Exception):
 
     def __str__(self) -> str:
         return f"Not offered by the CA: {self.feature}: {self.detail}"
+
+
+# -- dns-01 ------------------------------------------------------------------------
+#
+# DNSError and DNSLookupError are documented (and exported) by
+# txacme.challenges, which re-exports them; they live here so that
+# ZoneNotFound can be one class, a DNSLookupError and txacme 0.9's
+# txacme.errors.ZoneNotFound, without this module importing the challenges
+# package.
+
+
+class DNSError(Exception):
+    """
+    Base class of every error of the dns-01 responders' own work: their DNS
+    traffic, and the DNS providers' APIs they call.
+    """
+
+
+class DNSLookupError(DNSError):
+    """
+    A lookup the responder needs (CNAME, SOA, NS or nameserver address) gave
+    an error or an unusable answer.
+
+    :ivar name: The name looked up.
+    :ivar rcode: The server's RCODE, or ``None`` if the failure was another
+        one (a CNAME loop, no address for a nameserver).
+    """
+
+    def __init__(self, name: str, message: str, rcode: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.rcode = rcode
+
+
+class ZoneNotFound(DNSLookupError, ValueError):
+    """
+    No zone was found for a dns-01 record: for
+    :class:`~txacme.challenges.RFC2136Responder`, the server is
+    authoritative for no zone containing the record name (no SOA walking up
+    to the root); for :class:`~txacme.challenges.LibcloudDNSResponder`, the
+    configured zone is not among the provider's zones.
+
+    One class under two names: ``txacme.errors.ZoneNotFound`` (a
+    :exc:`ValueError`, as in txacme 0.9) is
+    ``txacme.challenges.ZoneNotFound`` (a
+    :exc:`~txacme.challenges.DNSLookupError`).
+
+    :ivar zone_name: The zone looked for (the configured zone), or ``None``
+        when the responder looked for the zone enclosing :attr:`name`.
+    :ivar name: The record name whose zone was looked for, or the zone
+        name if that is not known.
+    """
+
+    def __init__(
+        self,
+        zone_name: str | None = None,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        if message is None:
+            message = (
+                f"zone {zone_name} not found"
+                if zone_name is not None
+                else f"no zone found for {name}"
+            )
+        super().__init__(name if name is not None else zone_name or "", message)
+        self.zone_name = zone_name
+
+
+class NotInZone(DNSError, ValueError):
+    """
+    A dns-01 record name is not within the configured zone, or (without a
+    configured zone) within any zone of the DNS provider.
+
+    :ivar server_name: The record name (``_acme-challenge.<name>``).
+    :ivar zone_name: The configured zone, or ``None`` if the zones of the
+        provider were searched.
+    """
+
+    def __init__(self, server_name: str, zone_name: str | None = None) -> None:
+        if zone_name is None:
+            message = f"{server_name} is in no zone of the DNS provider"
+        else:
+            message = f"{server_name} is not in zone {zone_name}"
+        super().__init__(message)
+        self.server_name = server_name
+        self.zone_name = zone_name

@@ -1,7 +1,11 @@
 """
 The exceptions of the dns-01 responders (re-exported by
-:mod:`txacme.challenges`), and the small helpers both responders share.
+:mod:`txacme.challenges`), and the small helpers the responders share.
 None of it needs dnspython.
+
+The root of the family, :exc:`DNSError`, with :exc:`DNSLookupError`,
+:exc:`ZoneNotFound` and :exc:`NotInZone`, is defined in
+:mod:`txacme.errors` (txacme 0.9 had the last two there).
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ from collections.abc import Mapping, Sequence
 from acme import challenges
 from josepy import b64
 
+from txacme.errors import DNSError, DNSLookupError, NotInZone, ZoneNotFound
+
 __all__ = [
     "DNSAuthenticationError",
     "DNSError",
     "DNSLookupError",
+    "DNSProviderError",
     "DNSServerUnreachable",
     "DNSTimeout",
     "DNSUpdateError",
+    "NotInZone",
     "PropagationTimeout",
     "ZoneNotFound",
 ]
@@ -114,12 +122,6 @@ def rcode_text(rcode: int) -> str:
     return _MNEMONICS.get(rcode, str(rcode))
 
 
-class DNSError(Exception):
-    """
-    Base class of every error of the dns-01 responders' own DNS traffic.
-    """
-
-
 class DNSServerUnreachable(DNSError):
     """
     A DNS server could not be reached: it refused the connection (or, over
@@ -147,29 +149,6 @@ class DNSTimeout(DNSServerUnreachable):
     def __init__(self, server: Address, seconds: float) -> None:
         super().__init__(server, f"no answer within {seconds:g} s")
         self.seconds = seconds
-
-
-class DNSLookupError(DNSError):
-    """
-    A lookup the responder needs (CNAME, SOA, NS or nameserver address) gave
-    an error or an unusable answer.
-
-    :ivar name: The name looked up.
-    :ivar rcode: The server's RCODE, or ``None`` if the failure was another
-        one (a CNAME loop, no address for a nameserver).
-    """
-
-    def __init__(self, name: str, message: str, rcode: int | None = None) -> None:
-        super().__init__(message)
-        self.name = name
-        self.rcode = rcode
-
-
-class ZoneNotFound(DNSLookupError):
-    """
-    The configured server is authoritative for no zone containing the record
-    name: no SOA was found walking up from the name to the root.
-    """
 
 
 _TSIG_HINTS: Mapping[int, str] = {
@@ -284,3 +263,33 @@ class PropagationTimeout(DNSError):
         self.value = value
         self.missing = dict(missing)
         self.seconds = seconds
+
+
+class DNSProviderError(DNSError):
+    """
+    A DNS provider's API, called through an apache-libcloud driver, failed:
+    it refused the credentials, answered with an error, could not be
+    reached, or did not answer in time.  The driver's exception, if any, is
+    ``__cause__``.
+
+    :ivar provider: The driver's name (``"PowerDNS"``, ``"Route53 DNS"``).
+    :ivar operation: What was being done: ``"list_zones"``,
+        ``"list_records"``, ``"create_record"``, ``"delete_record"`` or
+        ``"write_rrset"``.
+    :ivar record_name: The TXT record's name, if the operation was for one.
+    :ivar reason: What went wrong, in words.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        operation: str,
+        record_name: str | None,
+        reason: str,
+    ) -> None:
+        subject = f" for TXT {record_name}" if record_name is not None else ""
+        super().__init__(f"DNS provider {provider}: {operation}{subject}: {reason}")
+        self.provider = provider
+        self.operation = operation
+        self.record_name = record_name
+        self.reason = reason

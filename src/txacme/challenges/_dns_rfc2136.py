@@ -25,23 +25,21 @@ import dns.rrset
 import dns.tsig
 import dns.update
 from attrs import define, field
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUDP
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txacme.challenges._dns_errors import (
     Address,
     DNSAuthenticationError,
     DNSLookupError,
-    DNSServerUnreachable,
     DNSUpdateError,
-    PropagationTimeout,
     ZoneNotFound,
     describe_address,
     parse_address,
     rcode_text,
 )
+from txacme.challenges._dns_propagation import PAYLOAD, wait_until_served
 from txacme.challenges._dns_transport import exchange_tcp, exchange_udp
 
 if TYPE_CHECKING:
@@ -52,26 +50,9 @@ _log = Logger()
 #: How many CNAMEs are followed from ``_acme-challenge.<name>``.
 MAX_CNAME_HOPS = 8
 
-#: The EDNS payload size of lookups (the DNS Flag Day 2020 value).
-_PAYLOAD = 1232
-
 
 def _text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True)
-
-
-def _txt_values(answer: dns.message.Message, name: dns.name.Name) -> set[str]:
-    """
-    The TXT values at ``name`` in an answer section (each record's strings
-    joined, as RFC 8555 validators read them).
-    """
-    values: set[str] = set()
-    for rrset in answer.answer:
-        if rrset.name == name and rrset.rdtype == dns.rdatatype.TXT:
-            for rdata in rrset:
-                assert isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
-                values.add(b"".join(rdata.strings).decode("utf-8", "replace"))
-    return values
 
 
 def _rrset(
@@ -236,7 +217,7 @@ class RFC2136Engine:
         recursion: bool = False,
         attempts: int | None = None,
     ) -> dns.message.Message:
-        request = dns.message.make_query(name, rdtype, use_edns=0, payload=_PAYLOAD)
+        request = dns.message.make_query(name, rdtype, use_edns=0, payload=PAYLOAD)
         if not recursion:
             request.flags &= ~dns.flags.RD
         answer = await exchange_udp(
@@ -307,9 +288,11 @@ class RFC2136Engine:
                 )
             candidate = candidate.parent()
         raise ZoneNotFound(
-            _text(name),
-            f"{describe_address(self.server)} is authoritative for no zone "
-            f"containing {_text(name)} (no SOA found up to the root)",
+            name=_text(name),
+            message=(
+                f"{describe_address(self.server)} is authoritative for no zone "
+                f"containing {_text(name)} (no SOA found up to the root)"
+            ),
         )
 
     async def _update(
@@ -411,53 +394,17 @@ class RFC2136Engine:
         :raises PropagationTimeout: After ``propagation_timeout`` seconds.
         """
         servers = await self._nameservers(zone)
-        started = self.reactor.seconds()
-        last: dict[str, str] = {}
-        while True:
-            checks = [
-                Deferred.fromCoroutine(self._serves(address, owner, value))
-                for address in servers.values()
-            ]
-            outcomes: list[str | None] = await gatherResults(checks)
-            for description, outcome in zip(list(servers), outcomes, strict=True):
-                if outcome is None:
-                    del servers[description]
-                    last.pop(description, None)
-                else:
-                    last[description] = outcome
-            if not servers:
-                _log.info(
-                    "dns-01: TXT {record} served by every authoritative server",
-                    record=_text(owner),
-                )
-                return
-            waited = self.reactor.seconds() - started
-            if (
-                waited + self.config.propagation_interval
-                > self.config.propagation_timeout
-            ):
-                raise PropagationTimeout(
-                    _text(owner), value, last, self.config.propagation_timeout
-                )
-            await deferLater(self.reactor, self.config.propagation_interval)
-
-    async def _serves(
-        self, server: Address, owner: dns.name.Name, value: str
-    ) -> str | None:
-        """
-        ``None`` if ``server`` answers ``value`` among the TXT records at
-        ``owner``, else what it answered.
-        """
-        try:
-            answer = await self._query(server, owner, dns.rdatatype.TXT, attempts=1)
-        except DNSServerUnreachable as error:
-            return error.reason
-        if answer.rcode() != dns.rcode.NOERROR:
-            return f"RCODE {rcode_text(answer.rcode())}"
-        values = _txt_values(answer, owner)
-        if value in values:
-            return None
-        return f"TXT values {sorted(values)}"
+        await wait_until_served(
+            self.reactor,
+            self._udp,
+            self._tcp,
+            servers,
+            owner,
+            value,
+            interval=self.config.propagation_interval,
+            timeout=self.config.propagation_timeout,
+            query_timeout=self.config.query_timeout,
+        )
 
 
 def _txt(value: str) -> dns.rdtypes.ANY.TXT.TXT:
