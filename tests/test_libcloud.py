@@ -897,6 +897,20 @@ class ErrorTests(ResponderTestCase):
         )
         self.assertIn("refused the credentials", str(error))
 
+    def test_stop_after_start_refused_before_writing(self) -> None:
+        """
+        Stop after a start that failed before writing (refused credentials)
+        asks the provider nothing, so that its error does not come twice.
+        """
+        self.driver.fail.add("list_zones")
+        self.driver.fail_with = InvalidCredsError("Invalid provider credentials")
+        responder = self.responder()
+        challenge, response = _challenge()
+        self.errorOf(self.start(responder, NAME, challenge, response), DNSProviderError)
+        stopped = responder.stop_responding(NAME, challenge, response)
+        self.assertEqual(self.run_jobs(), 0)
+        self.successResultOf(stopped)
+
     def test_delete_fails(self) -> None:
         """
         A ``delete_record`` that raises, or returns ``False`` (as some

@@ -316,9 +316,17 @@ def _describe(error: BaseException) -> str:
 
 @define
 class _Challenge:
-    """A challenge being responded to: its start, while in progress."""
+    """
+    A challenge being responded to: its start, while in progress, and
+    whether the provider may hold its value (a write was attempted, or the
+    value was found there), so that a stop after a start that failed
+    before writing asks the provider nothing.
+    """
 
     starting: Deferred[None] | None = None
+    written: bool = False
+    #: Whether the job that adds the value has run (in the thread).
+    added: bool = False
 
 
 # -- the responder -----------------------------------------------------------------
@@ -637,7 +645,9 @@ class LibcloudDNSResponder:
         challenge_state = self._challenges.setdefault(
             (_normal(record_name), value), _Challenge()
         )
-        starting = Deferred.fromCoroutine(self._start(record_name, value))
+        starting = Deferred.fromCoroutine(
+            self._start(challenge_state, record_name, value)
+        )
         if not starting.called:
             challenge_state.starting = starting
 
@@ -672,10 +682,16 @@ class LibcloudDNSResponder:
 
     # -- the steps -----------------------------------------------------------------
 
-    async def _start(self, record_name: str, value: str) -> None:
-        await self._call(
-            record_name, lambda progress: self._add(record_name, value, progress)
-        )
+    async def _start(
+        self, challenge_state: _Challenge, record_name: str, value: str
+    ) -> None:
+        def add(progress: _Progress) -> None:
+            try:
+                self._add(record_name, value, progress, challenge_state)
+            finally:
+                challenge_state.added = True
+
+        await self._call(record_name, add)
         await self._wait(record_name, value)
 
     async def _stop(
@@ -687,6 +703,13 @@ class LibcloudDNSResponder:
             # The start's own caller sees its failure.
             with contextlib.suppress(Exception):
                 await starting
+        if challenge_state.added and not challenge_state.written:
+            # The start failed before writing anything (refused credentials,
+            # no such zone): nothing to remove, and no second error.
+            return
+        # An adding job still queued or running may yet write (a thread
+        # cannot be stopped): the removal, queued behind it in the one
+        # thread, comes after it.
         await self._call(
             record_name, lambda progress: self._remove(record_name, value, progress)
         )
@@ -829,9 +852,17 @@ class LibcloudDNSResponder:
             and _same_name(str(record.name), record_name, str(zone.domain))
         ]
 
-    def _add(self, record_name: str, value: str, progress: _Progress) -> None:
+    def _add(
+        self,
+        record_name: str,
+        value: str,
+        progress: _Progress,
+        challenge_state: _Challenge,
+    ) -> None:
         zone = self._find_zone(progress, record_name)
         existing = self._txt_records(progress, zone, record_name)
+        # From here on the provider may hold the value.
+        challenge_state.written = True
         if any(txt_value(str(record.data)) == value for record in existing):
             _log.info(
                 "dns-01: TXT {record} already holds the value at {provider}",
