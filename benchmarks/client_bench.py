@@ -66,20 +66,15 @@ from benchmarks._metering import (
 )
 from benchmarks._reporting import describe_machine, table, target_lines
 from benchmarks._workers import run_worker
-
-__all__ = ["RUNS", "Run", "main"]
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-# The harness lives in the test tree; txacme in src/ (also when not installed).
-for _path in (str(REPOSITORY / "src"), str(REPOSITORY)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from tests.integration.pebble import (  # noqa: E402
+from txacme.testing.pebble import (
     PebbleOptions,
     PebbleServer,
     pebble_unavailable_reason,
 )
+
+__all__ = ["RUNS", "Run", "main"]
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 # The worker of one run may take this long (the default-polling run of 100
 # certificates takes about 30 s).

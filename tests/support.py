@@ -13,11 +13,10 @@ from attrs import frozen
 from josepy.jwa import ES256, JWASignature
 from josepy.jwk import JWK, JWKEC
 from treq.testing import StringStubbingResource, StubTreq
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import Clock
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial._synctest import _Assertions
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +25,7 @@ from zope.interface import implementer
 from txacme.client import Client, JWSClient, PollingPolicy
 from txacme.interfaces import IResponder
 from txacme.testing import MemoryAcmeServer
+from txacme.testing.pebble import ConnectionTracker
 from txacme.util import generate_private_key
 
 _T = TypeVar("_T")
@@ -241,41 +241,6 @@ def stub_treq(
 
 
 # -- loopback servers whose connections can all be closed ------------------------------
-
-
-class ConnectionTracker(WrappingFactory):
-    """
-    Wraps a server factory: :meth:`close_all` aborts every connection and
-    fires once they are all gone.
-
-    :ivar connections: How many connections were made to the server.
-    """
-
-    def __init__(self, wrapped: Any) -> None:
-        super().__init__(wrapped)  # type: ignore[no-untyped-call]
-        self._waiting: list[Deferred[None]] = []
-        self.connections = 0
-
-    def registerProtocol(self, p: Any) -> None:
-        super().registerProtocol(p)  # type: ignore[no-untyped-call]
-        self.connections += 1
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
-        if not self.protocols:
-            waiting, self._waiting = self._waiting, []
-            for waiter in waiting:
-                waiter.callback(None)
-
-    def close_all(self) -> Deferred[None]:
-        if not self.protocols:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append(waiter)
-        for protocol in list(self.protocols):
-            if isinstance(protocol, ProtocolWrapper) and protocol.transport is not None:
-                protocol.transport.abortConnection()  # type: ignore[attr-defined]
-        return waiter
 
 
 @implementer(IStreamServerEndpoint)

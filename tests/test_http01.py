@@ -38,12 +38,12 @@ from twisted.web.server import Site
 
 from tests.support import (
     EC_KEY,
-    ConnectionTracker,
     LoopbackEndpoint,
     TypedAssertions,
 )
 from tests.support import TestCase as SyncTestCase
 from txacme.challenges import HTTP01Responder, SelfCheck, SelfCheckFailed
+from txacme.testing.pebble import ConnectionTracker
 from txacme.util import generate_private_key
 
 LOOPBACK = "127.0.0.1"

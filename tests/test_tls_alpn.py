@@ -58,7 +58,6 @@ from zope.interface.verify import verifyObject
 from tests.support import (
     EC_KEY,
     AcmeTestCase,
-    ConnectionTracker,
     LoopbackEndpoint,
     TestCase,
     TypedAssertions,
@@ -83,6 +82,7 @@ from txacme.client import (
     poll_until_valid,
 )
 from txacme.interfaces import IResponder
+from txacme.testing.pebble import ConnectionTracker
 from txacme.util import PrivateKey, csr_for_names, generate_private_key
 
 _P = ParamSpec("_P")

@@ -26,39 +26,35 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-_REPOSITORY = Path(__file__).resolve().parent.parent
-# The harness lives in the test tree; txacme in src/ (also when not installed).
-sys.path[:0] = [str(_REPOSITORY), str(_REPOSITORY / "src")]
+from acme import messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from josepy.jwa import ES256, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.task import react
+from twisted.python.url import URL
+from twisted.web.client import HTTPConnectionPool
 
-from acme import messages  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-from josepy.jwa import ES256, RS256, JWASignature  # noqa: E402
-from josepy.jwk import JWK, JWKEC, JWKRSA  # noqa: E402
-from tests.integration.pebble import (  # noqa: E402
-    PebbleOptions,
-    PebbleServer,
-    ServedSite,
-    http01_site_root,
-    verify_chain,
-)
-from twisted.internet.defer import Deferred, maybeDeferred  # noqa: E402
-from twisted.internet.interfaces import IReactorTCP, IReactorTime  # noqa: E402
-from twisted.internet.task import react  # noqa: E402
-from twisted.python.url import URL  # noqa: E402
-from twisted.web.client import HTTPConnectionPool  # noqa: E402
-
-from txacme.challenges import HTTP01Responder  # noqa: E402
-from txacme.client import (  # noqa: E402
+from txacme.challenges import HTTP01Responder
+from txacme.client import (
     Client,
     JWSClient,
     answer_challenge,
     fqdn_identifier,
     poll_until_valid,
 )
-from txacme.messages import CertificateRequest  # noqa: E402
-from txacme.util import PrivateKey, csr_for_names, generate_private_key  # noqa: E402
+from txacme.messages import CertificateRequest
+from txacme.testing.pebble import (
+    PebbleOptions,
+    PebbleServer,
+    ServedSite,
+    http01_site_root,
+    verify_chain,
+)
+from txacme.util import PrivateKey, csr_for_names, generate_private_key
 
 DEFAULT_NAMES = ["www.example.test", "example.test"]
 

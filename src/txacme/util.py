@@ -33,6 +33,7 @@ __all__ = [
     "csr_for_names",
     "decode_csr",
     "encode_csr",
+    "general_name",
     "generate_private_key",
     "generate_private_key_in_thread",
     "identifiers_from_csr",
@@ -99,7 +100,14 @@ def generate_private_key_in_thread(
     )
 
 
-def _general_name(name: str) -> x509.GeneralName:
+def general_name(name: str) -> x509.GeneralName:
+    """
+    The subjectAltName entry for a name: an ``iPAddress`` for an IPv4 or
+    IPv6 address (RFC 8738), a ``dNSName`` for anything else (wildcards
+    included).
+
+    :param name: The name or address.
+    """
     try:
         address = ipaddress.ip_address(name)
     except ValueError:
@@ -133,7 +141,7 @@ def csr_for_names(
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name(subject))
         .add_extension(
-            x509.SubjectAlternativeName([_general_name(name) for name in names]),
+            x509.SubjectAlternativeName([general_name(name) for name in names]),
             critical=False,
         )
         .sign(key, hashes.SHA256())

@@ -52,7 +52,7 @@ import dns.rdtypes.ANY.TXT
 from attrs import define
 from twisted.trial.unittest import FailTest, SkipTest
 
-from tests.integration.pebble import stop_process
+from txacme.testing.pebble import stop_process
 
 __all__ = [
     "BindServer",

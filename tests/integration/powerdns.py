@@ -49,7 +49,7 @@ import dns.rdtypes.ANY.TXT
 from attrs import define
 from twisted.trial.unittest import FailTest, SkipTest
 
-from tests.integration.pebble import _free_ports, stop_process
+from txacme.testing.pebble import free_ports, stop_process
 
 __all__ = [
     "PowerDNSServer",
@@ -193,7 +193,7 @@ class PowerDNSServer:
         if reason is not None:
             raise PowerDNSStartError(reason)
         if dns_port is None or api_port is None:
-            free = iter(_free_ports(2))
+            free = iter(free_ports(2))
             dns_port = dns_port if dns_port is not None else next(free)
             api_port = api_port if api_port is not None else next(free)
         server = cls(
@@ -421,7 +421,7 @@ def powerdns_for(owner: type) -> PowerDNSServer:
         for other in [other for other in _servers if other is not owner]:
             _servers.pop(other).stop()
         if owner not in _ports:
-            dns_port, api_port = _free_ports(2)
+            dns_port, api_port = free_ports(2)
             _ports[owner] = (dns_port, api_port)
         dns_port, api_port = _ports[owner]
         server = _servers[owner] = PowerDNSServer.start(dns_port, api_port)

@@ -26,13 +26,12 @@ from tests.integration.pebble import (
     PebbleTestCase,
     ServedSite,
     TypedAssertions,
-    _ephemeral_range_start,
-    _free_ports,
     expect_failure,
     expect_raises,
     resolve_a,
     resolve_aaaa,
 )
+from txacme.testing.pebble import _ephemeral_range_start, free_ports
 
 
 def _alive(pid: int) -> bool:
@@ -224,7 +223,7 @@ class HarnessTests(PebbleTestCase):
         The harness's ports are distinct and, where the kernel says which
         ports are ephemeral, below that range.
         """
-        ports = _free_ports(20)
+        ports = free_ports(20)
         self.assertEqual(len(set(ports)), 20)
         ceiling = _ephemeral_range_start()
         if ceiling > 11000:

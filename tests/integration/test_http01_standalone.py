@@ -26,7 +26,7 @@ from tests.integration.pebble import (
     PebbleTestCase,
     expect_failure,
 )
-from tests.support import ConnectionTracker, LoopbackEndpoint
+from tests.support import LoopbackEndpoint
 from tests.test_http01 import Loopback, closed_port, port_of
 from txacme.challenges import HTTP01Responder, SelfCheck, SelfCheckFailed
 from txacme.client import (
@@ -36,6 +36,7 @@ from txacme.client import (
     poll_until_valid,
 )
 from txacme.interfaces import IResponder
+from txacme.testing.pebble import ConnectionTracker
 from txacme.util import csr_for_names, generate_private_key
 
 LOOPBACK = "127.0.0.1"

@@ -31,7 +31,6 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from tests.integration.pebble import PebbleOptions, PebbleTestCase, verify_chain
-from tests.support import ConnectionTracker
 from tests.test_tls_alpn import (
     ACME_TLS_1,
     Handshake,
@@ -48,6 +47,7 @@ from txacme.client import (
     poll_until_valid,
 )
 from txacme.messages import CertificateRequest
+from txacme.testing.pebble import ConnectionTracker
 from txacme.util import csr_for_names, generate_private_key
 
 LOOPBACK = "127.0.0.1"

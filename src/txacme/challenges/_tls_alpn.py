@@ -61,8 +61,8 @@ from txacme.messages import TLSALPN01, TLSALPN01Response
 from txacme.util import (
     KEY_TYPES,
     PrivateKey,
-    _general_name,
     clock_now,
+    general_name,
     generate_private_key_in_thread,
 )
 
@@ -144,7 +144,7 @@ def tls_alpn_01_certificate(
         .not_valid_after(now + _VALID_AFTER)
         # An empty subject needs a critical subjectAltName (RFC 5280 §4.2.1.6).
         .add_extension(
-            x509.SubjectAlternativeName([_general_name(identifier)]),
+            x509.SubjectAlternativeName([general_name(identifier)]),
             critical=True,
         )
         .add_extension(

@@ -50,15 +50,16 @@ also, as in txacme 0.9:
     )
 """
 
-from txacme import _memoryserver, _memoryserver_http
-from txacme._fakeclient import (
+from txacme.store import MemoryStore
+from txacme.testing import _server, _server_http
+from txacme.testing._fakeclient import (
     FakeClient,
     FakeClientController,
     FakeOrder,
     NullResponder,
 )
-from txacme._memoryserver import MemoryAcmeServer, always_valid
-from txacme._memoryserver_records import (
+from txacme.testing._server import MemoryAcmeServer, always_valid
+from txacme.testing._server_records import (
     LoggedRequest,
     MemoryAccount,
     MemoryAuthorization,
@@ -66,7 +67,6 @@ from txacme._memoryserver_records import (
     MemoryChallenge,
     MemoryOrder,
 )
-from txacme.store import MemoryStore
 
 __all__ = [
     "BreakKind",
@@ -87,7 +87,7 @@ __all__ = [
     "always_valid",
 ]
 
-Validator = _memoryserver.Validator
+Validator = _server.Validator
 """
 The type of :attr:`MemoryAcmeServer.validator`, which decides challenges:
 called with the authorization's identifier (for a wildcard, the base
@@ -97,7 +97,7 @@ domain), the challenge type (``"http-01"``, ``"dns-01"`` or
 or returns a Deferred firing with, whether the client's response is right.
 """
 
-Endpoint = _memoryserver.Endpoint
+Endpoint = _server.Endpoint
 """
 The endpoint kinds :meth:`MemoryAcmeServer.fail_next` and
 :meth:`MemoryAcmeServer.break_next` take, and :class:`LoggedRequest`
@@ -108,7 +108,7 @@ records: ``"directory"``, the directory entries (``"newNonce"``,
 ``"finalize"``, ``"authorization"``, ``"challenge"``, ``"certificate"``).
 """
 
-BreakKind = _memoryserver_http.BreakKind
+BreakKind = _server_http.BreakKind
 """
 The ways :meth:`MemoryAcmeServer.break_next` spoils an answer, keeping its
 status code:

@@ -13,8 +13,8 @@ from typing import Any
 from acme import challenges, messages
 from josepy.b64 import b64decode
 
-from txacme._memoryserver_protocol import default_status
-from txacme._memoryserver_records import (
+from txacme.testing._server_protocol import default_status
+from txacme.testing._server_records import (
     MemoryAccount,
     MemoryAuthorization,
     MemoryChallenge,

@@ -33,8 +33,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
-from txacme._memoryserver_ca import CertificateAuthority
-from txacme._memoryserver_http import (
+from txacme.testing._server_ca import CertificateAuthority
+from txacme.testing._server_http import (
     BREAK_KINDS,
     JOSE_JSON,
     PEM_CHAIN,
@@ -46,13 +46,13 @@ from txacme._memoryserver_http import (
     retry_after,
     spoil,
 )
-from txacme._memoryserver_json import (
+from txacme.testing._server_json import (
     account_json,
     authorization_json,
     challenge_json,
     order_json,
 )
-from txacme._memoryserver_protocol import (
+from txacme.testing._server_protocol import (
     ParsedJWS,
     ProblemError,
     check_account_key,
@@ -67,7 +67,7 @@ from txacme._memoryserver_protocol import (
     signature_algorithm,
     thumbprint,
 )
-from txacme._memoryserver_records import (
+from txacme.testing._server_records import (
     LoggedRequest,
     MemoryAccount,
     MemoryAuthorization,

@@ -19,7 +19,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from txacme._memoryserver_protocol import ProblemError
+from txacme.testing._server_protocol import ProblemError
 
 __all__ = [
     "BREAK_KINDS",

@@ -6,7 +6,6 @@ a responder that does nothing.  Public through :mod:`txacme.testing`.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import secrets
 from collections.abc import Iterable, Sequence
@@ -28,11 +27,17 @@ from zope.interface import implementer
 
 from txacme._deferred import deferred_async
 from txacme._polling import Deadline, PollingPolicy, finalize_order
+from txacme._protocol._common import as_csr, to_identifier
 from txacme.client import renewal_certificate_id
 from txacme.errors import MalformedResponse, NotOffered, ServerError
 from txacme.interfaces import IResponder
-from txacme.messages import CertificateRequest, RenewalWindow
-from txacme.util import PrivateKey, generate_private_key, identifiers_from_csr
+from txacme.messages import RenewalWindow
+from txacme.util import (
+    PrivateKey,
+    general_name,
+    generate_private_key,
+    identifiers_from_csr,
+)
 
 __all__ = ["FakeClient", "FakeClientController", "FakeOrder", "NullResponder"]
 
@@ -172,37 +177,9 @@ class FakeOrder:
     replaces: str | None
 
 
-def _identifier(value: messages.Identifier | str) -> messages.Identifier:
-    if isinstance(value, messages.Identifier):
-        return value
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=value)
-    return messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(address))
-
-
-def _as_csr(csr: Any) -> x509.CertificateSigningRequest:
-    if isinstance(csr, x509.CertificateSigningRequest):
-        return csr
-    if isinstance(csr, CertificateRequest | messages.CertificateRequest):
-        inner: x509.CertificateSigningRequest = csr.csr
-        return inner
-    if isinstance(csr, bytes):
-        return x509.load_pem_x509_csr(csr)
-    raise TypeError(f"Not a certificate signing request: {csr!r}")
-
-
 def _problem(code: str, detail: str) -> ServerError:
     """The error a CA's problem document of ``code`` makes."""
     return ServerError(messages.Error.with_code(code, detail=detail), None)
-
-
-def _general_name(value: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(value))
-    except ValueError:
-        return x509.DNSName(value)
 
 
 def _pem(certificate: x509.Certificate) -> str:
@@ -346,7 +323,7 @@ class FakeClient:
         """
         Create an order with a pending authorization per identifier.
         """
-        wanted = [_identifier(identifier) for identifier in identifiers]
+        wanted = [to_identifier(identifier) for identifier in identifiers]
         if not wanted:
             raise ValueError("An order needs at least one identifier")
         if isinstance(replaces, x509.Certificate):
@@ -561,7 +538,7 @@ class FakeClient:
         :raises ServerError: ``badCSR`` if the CSR does not name the order's
             identifiers.
         """
-        request = _as_csr(csr)
+        request = as_csr(csr)
         valid = await finalize_order(
             self, orderr, request, Deadline(self._clock, self.policy.timeout)
         )
@@ -587,7 +564,7 @@ class FakeClient:
             .not_valid_before(now)
             .not_valid_after(now + self.certificate_lifetime)
             .add_extension(
-                x509.SubjectAlternativeName([_general_name(name) for name in names]),
+                x509.SubjectAlternativeName([general_name(name) for name in names]),
                 critical=False,
             )
             .add_extension(
