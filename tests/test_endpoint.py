@@ -43,7 +43,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.plugin import getPlugins
+from twisted.plugin import IPlugin, getPlugins
 from twisted.python.url import URL
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -399,15 +399,48 @@ class StringEndpointTests(TestCase):
         for parser in (le_parser, lets_parser, acme_parser):
             verifyObject(IStreamServerEndpointStringParser, parser)
 
+    def test_plugin_0_9_names(self) -> None:
+        """
+        The plugin module has txacme 0.9's ``le_parser`` and
+        ``lets_parser`` (and ``acme_parser``): plugins and endpoint string
+        parsers, with their prefix and ACME directory; Twisted finds each
+        prefix once.
+        """
+        from twisted.plugins import txacme_endpoint
+
+        expected = {
+            "le": (txacme_endpoint.le_parser, LETSENCRYPT_DIRECTORY),
+            "lets": (txacme_endpoint.lets_parser, LETSENCRYPT_STAGING_DIRECTORY),
+            "acme": (txacme_endpoint.acme_parser, None),
+        }
+        for prefix, (parser, directory) in expected.items():
+            verifyObject(IPlugin, parser)
+            verifyObject(IStreamServerEndpointStringParser, parser)
+            self.assertEqual((parser.prefix, parser.directory), (prefix, directory))
+        self.assertEqual(le_parser.directory, LETSENCRYPT_DIRECTORY)
+        self.assertEqual(lets_parser.directory, LETSENCRYPT_STAGING_DIRECTORY)
+        self.assertIsNone(acme_parser.directory)
+        prefixes = [
+            parser.prefix
+            for parser in getPlugins(IStreamServerEndpointStringParser)
+            if parser.prefix in expected
+        ]
+        self.assertEqual(sorted(prefixes), sorted(expected))
+
     def test_plugin_imports_lazily(self) -> None:
         """
         Importing the plugin module (as every ``twistd`` run does) imports
-        neither txacme nor its heavy dependencies.
+        neither txacme nor its heavy dependencies; reading a parser's
+        ``directory`` imports only :mod:`txacme.urls`.
         """
         script = (
-            "import sys, twisted.plugins.txacme_endpoint\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('txacme', 'acme', 'josepy', 'treq')))\n"
+            "import sys, twisted.plugins.txacme_endpoint as plugin\n"
+            "def loaded():\n"
+            "    return sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('txacme', 'acme', 'josepy', 'treq'))\n"
+            "print(loaded())\n"
+            "plugin.le_parser.directory\n"
+            "print(loaded())\n"
         )
         environment = dict(os.environ)
         environment["PYTHONPATH"] = str(ROOT / "src")
@@ -419,7 +452,9 @@ class StringEndpointTests(TestCase):
             timeout=60,
             check=True,
         )
-        self.assertEqual(completed.stdout.strip(), "[]")
+        self.assertEqual(
+            completed.stdout.splitlines(), ["[]", "['txacme', 'txacme.urls']"]
+        )
 
     def test_le_0_9_description(self) -> None:
         """

@@ -1136,6 +1136,14 @@ class AcmeEndpointParser:
 
     prefix: str
 
+    @property
+    def directory(self) -> URL | None:
+        """
+        The prefix's ACME directory (txacme 0.9's parsers had one), or
+        ``None`` for ``acme:``, whose descriptions name it.
+        """
+        return _DIRECTORIES.get(self.prefix.lower())
+
     def parseStreamServer(
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> IStreamServerEndpoint:
