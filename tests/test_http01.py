@@ -685,8 +685,7 @@ class ExampleTests(TypedAssertions, TestCase):
         self.assertEqual(
             lines[:4],
             [
-                "validator: 200 text/plain, "
-                "body is the key authorization",
+                "validator: 200 text/plain, body is the key authorization",
                 "other path: 404",
                 "validator after stop: 404",
                 "issued for example.com, www.example.com, validated by http-01",

@@ -290,7 +290,10 @@ class DirectoryStoreTests(StoreTestCase):
         """
         self.result(self.store.store("a.example", []))
         directory = os.fsencode(self.directory)
-        for path, name in ((directory, "b.example"), (FilePath(directory), "c.example")):
+        for path, name in (
+            (directory, "b.example"),
+            (FilePath(directory), "c.example"),
+        ):
             store = DirectoryStore(path)
             self.assertEqual(store.path, FilePath(str(self.directory)))
             self.assertIsInstance(store.path.path, str)

@@ -72,7 +72,12 @@ _END_CERTIFICATE = b"-----END CERTIFICATE-----"
 _READ_SIZE = 16384
 
 PathLike = (
-    FilePath[str] | FilePath[bytes] | str | bytes | os.PathLike[str] | os.PathLike[bytes]
+    FilePath[str]
+    | FilePath[bytes]
+    | str
+    | bytes
+    | os.PathLike[str]
+    | os.PathLike[bytes]
 )
 """
 A directory: a :class:`~twisted.python.filepath.FilePath` or a path, text
