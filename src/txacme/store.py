@@ -383,7 +383,7 @@ class DirectoryStore:
 
     :param path: The directory (it must exist): a
         :class:`~twisted.python.filepath.FilePath` or a path, text or bytes.
-        :attr:`path` is its text-mode ``FilePath``, as in txacme 0.9.
+        ``path`` is its text-mode ``FilePath``, as in txacme 0.9.
     :param reactor: If given, the file I/O (including ``fsync``) runs in
         its thread pool so that the reactor thread is not blocked; if
         ``None``, it runs synchronously, as in txacme 0.9.
