@@ -440,15 +440,25 @@ class InsideTests(TemporaryTestCase):
         self.assertFalse(hasattr(missing, "__wrapped__"))
 
     def test_error_summary(self) -> None:
-        """The line saying what was raised is taken from a traceback."""
+        """
+        What was raised is taken from the last traceback, its message's
+        lines joined up to a blank line.
+        """
         text = (
             "Traceback (most recent call last):\n"
             '  File "a.py", line 1, in f\n'
             "    g()\n"
             "ValueError: bad\n"
             "  more detail\n"
+            "\n"
+            "Failing explicit example: f()\n"
         )
-        self.assertEqual(error_summary(text), "ValueError: bad")
+        self.assertEqual(error_summary(text), "ValueError: bad more detail")
+        hypothesis = "AssertionError: 0 != 1\nFailing explicit example: f(x=1)\n"
+        self.assertEqual(
+            error_summary("Traceback (most recent call last):\n" + hypothesis),
+            "AssertionError: 0 != 1",
+        )
         self.assertEqual(error_summary("just a message\n"), "just a message")
         self.assertEqual(error_summary(""), "")
         self.assertEqual(len(error_summary("x" * 1000)), 300)

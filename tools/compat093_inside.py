@@ -155,26 +155,37 @@ def install_shims() -> list[str]:
     return shims
 
 
+#: Lines after an exception's message that are not part of it (hypothesis's
+#: report of the example).
+_NOT_THE_MESSAGE = ("Failing explicit example:", "Failing test case:", "Explanation:")
+
+
 def error_summary(text: str) -> str:
     """
-    The line of an error report that says what was raised: the first line
-    after the last traceback's frames, or the last line.
+    What an error report says was raised: the exception's message after the
+    last traceback's frames (up to a blank line, its lines joined), or the
+    last line.
 
     :param text: A formatted error (a traceback, or a message).
     :returns: One line, at most 300 characters.
     """
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return ""
-    summary = lines[-1]
+    lines = text.splitlines()
     marker = "Traceback (most recent call last):"
     starts = [index for index, line in enumerate(lines) if line.strip() == marker]
+    message: list[str] = []
     if starts:
-        for line in lines[starts[-1] + 1 :]:
-            if not line.startswith((" ", "\t")):
-                summary = line
+        frames = iter(lines[starts[-1] + 1 :])
+        for line in frames:
+            if line.strip() and not line.startswith((" ", "\t")):
+                message.append(line)
                 break
-    summary = summary.strip()
+        for line in frames:
+            if not line.strip() or line.startswith(_NOT_THE_MESSAGE):
+                break
+            message.append(line)
+    if not message:
+        message = [line for line in lines if line.strip()][-1:]
+    summary = " ".join(" ".join(line.split()) for line in message)
     return summary if len(summary) <= 300 else summary[:297] + "..."
 
 
