@@ -14,6 +14,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -391,6 +392,26 @@ class ExtractTests(TemporaryTestCase):
         self.assertEqual(
             sorted(path.name for path in destination.iterdir()),
             ["__init__.py", "test_a.py"],
+        )
+
+    def test_unpreparable(self) -> None:
+        """
+        A run whose tests cannot be prepared (no such archive) fails, with
+        the summary line of one failure.
+        """
+        output, errors = io.StringIO(), io.StringIO()
+        with redirect_stdout(output), redirect_stderr(errors):
+            status = compat093.main(
+                [
+                    f"--work-directory={self.temporary()}",
+                    f"--sdist={self.temporary()}",
+                ]
+            )
+        self.assertEqual(status, 1)
+        self.assertIn("could not prepare the tests", errors.getvalue())
+        self.assertEqual(
+            output.getvalue().splitlines()[-1],
+            "compat093: 0 passed, 1 failed, 0 skipped",
         )
 
     def test_checks_the_digest(self) -> None:

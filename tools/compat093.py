@@ -597,20 +597,40 @@ def report(verdict: Verdict, deferred_names: Mapping[str, bool]) -> list[str]:
 # -- running ---------------------------------------------------------------------------
 
 
+#: The summary line of a run that could not judge any test.
+NOTHING_JUDGED = "compat093: 0 passed, 1 failed, 0 skipped"
+
+
 def run(work: Path, sdist: Path | None, tests: Sequence[str]) -> int:
+    """
+    Check the lists, prepare the copy in ``work``, run ``tests`` (all if
+    none), print the report.
+
+    :returns: The exit status: 0 if no test that is not excluded failed.
+    """
     problems = check_exclusions(
         EXCLUSIONS, section_titles(MIGRATION.read_text("utf-8"))
     )
     if problems:
         print("compat093: unsound EXCLUSIONS:", *problems, sep="\n  ", file=sys.stderr)
-        print("compat093: 0 passed, 1 failed, 0 skipped", flush=True)
+        print(NOTHING_JUDGED, flush=True)
         return 1
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    if sdist is None:
-        sdist = download_sdist(work / "download")
-    deferred = prepare(sdist, work)
+    try:
+        if sdist is None:
+            sdist = download_sdist(work / "download")
+        deferred = prepare(sdist, work)
+    except (
+        OSError,
+        ValueError,
+        subprocess.CalledProcessError,
+        tarfile.TarError,
+    ) as error:
+        print(f"compat093: could not prepare the tests: {error}", file=sys.stderr)
+        print(NOTHING_JUDGED, flush=True)
+        return 1
     print(f"compat093: {TEST_PACKAGE} prepared in {work}; rewrites:", flush=True)
     for line in REWRITES:
         print(f"  {line}", flush=True)
@@ -631,17 +651,14 @@ def run(work: Path, sdist: Path | None, tests: Sequence[str]) -> int:
         *names,
     ]
     subprocess.run(command, cwd=work, env=environment, stdin=subprocess.DEVNULL)
-    if not results.exists():
-        print("compat093: the test run wrote no results", file=sys.stderr)
-        print("compat093: 0 passed, 1 failed, 0 skipped", flush=True)
+    recorded = json.loads(results.read_text("utf-8")) if results.exists() else {}
+    if not recorded.get("tests"):
+        print("compat093: the test run recorded no test", file=sys.stderr)
+        print(NOTHING_JUDGED, flush=True)
         return 1
-    recorded = json.loads(results.read_text("utf-8"))
     verdict = judge(recorded["tests"], EXCLUSIONS, selected=bool(tests))
     lines = report(verdict, recorded.get("deferred_names", {}))
     print("\n".join(lines), flush=True)
-    if not recorded["tests"]:
-        print("compat093: no test ran", file=sys.stderr)
-        return 1
     return 1 if verdict.failed or verdict.stale else 0
 
 
