@@ -59,7 +59,8 @@ class HTTP01ResponderTests(TestCase):
     def test_serves_key_authorization(self) -> None:
         """
         While started, the token path answers the key authorization as
-        ``application/octet-stream``, repeatedly (CAs fetch more than once).
+        ``text/plain`` (txacme 0.9's content type), repeatedly (CAs fetch
+        more than once).
         """
         challenge, response = _challenge(b"x" * 32)
         self.responder.start_responding("a.example", challenge, response)
@@ -67,7 +68,7 @@ class HTTP01ResponderTests(TestCase):
             code, body, content_type = self.get(challenge.path)
             self.assertEqual(code, 200)
             self.assertEqual(body, response.key_authorization.encode("ascii"))
-            self.assertEqual(content_type, [b"application/octet-stream"])
+            self.assertEqual(content_type, [b"text/plain"])
 
     def test_other_paths_not_found(self) -> None:
         """

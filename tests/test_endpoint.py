@@ -14,6 +14,7 @@ a fake clock whose thread pool runs work at once.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pem
-from attrs import define, field
+from attrs import define, field, frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
@@ -43,7 +44,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.plugin import getPlugins
+from twisted.plugin import IPlugin, getPlugins
 from twisted.python.url import URL
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -400,15 +401,48 @@ class StringEndpointTests(TestCase):
         for parser in (le_parser, lets_parser, acme_parser):
             verifyObject(IStreamServerEndpointStringParser, parser)
 
+    def test_plugin_0_9_names(self) -> None:
+        """
+        The plugin module has txacme 0.9's ``le_parser`` and
+        ``lets_parser`` (and ``acme_parser``): plugins and endpoint string
+        parsers, with their prefix and ACME directory; Twisted finds each
+        prefix once.
+        """
+        from twisted.plugins import txacme_endpoint
+
+        expected = {
+            "le": (txacme_endpoint.le_parser, LETSENCRYPT_DIRECTORY),
+            "lets": (txacme_endpoint.lets_parser, LETSENCRYPT_STAGING_DIRECTORY),
+            "acme": (txacme_endpoint.acme_parser, None),
+        }
+        for prefix, (parser, directory) in expected.items():
+            verifyObject(IPlugin, parser)
+            verifyObject(IStreamServerEndpointStringParser, parser)
+            self.assertEqual((parser.prefix, parser.directory), (prefix, directory))
+        self.assertEqual(le_parser.directory, LETSENCRYPT_DIRECTORY)
+        self.assertEqual(lets_parser.directory, LETSENCRYPT_STAGING_DIRECTORY)
+        self.assertIsNone(acme_parser.directory)
+        prefixes = [
+            parser.prefix
+            for parser in getPlugins(IStreamServerEndpointStringParser)
+            if parser.prefix in expected
+        ]
+        self.assertEqual(sorted(prefixes), sorted(expected))
+
     def test_plugin_imports_lazily(self) -> None:
         """
         Importing the plugin module (as every ``twistd`` run does) imports
-        neither txacme nor its heavy dependencies.
+        neither txacme nor its heavy dependencies; reading a parser's
+        ``directory`` imports only :mod:`txacme.urls`.
         """
         script = (
-            "import sys, twisted.plugins.txacme_endpoint\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('txacme', 'acme', 'josepy', 'treq')))\n"
+            "import sys, twisted.plugins.txacme_endpoint as plugin\n"
+            "def loaded():\n"
+            "    return sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('txacme', 'acme', 'josepy', 'treq'))\n"
+            "print(loaded())\n"
+            "plugin.le_parser.directory\n"
+            "print(loaded())\n"
         )
         environment = dict(os.environ)
         environment["PYTHONPATH"] = str(ROOT / "src")
@@ -420,7 +454,9 @@ class StringEndpointTests(TestCase):
             timeout=60,
             check=True,
         )
-        self.assertEqual(completed.stdout.strip(), "[]")
+        self.assertEqual(
+            completed.stdout.splitlines(), ["[]", "['txacme', 'txacme.urls']"]
+        )
 
     def test_le_0_9_description(self) -> None:
         """
@@ -777,6 +813,66 @@ class FakeEndpoint:
         return succeed(port)
 
 
+@implementer(IListeningPort)
+@define
+class AddresslessPort(FakePort):
+    """A port double without a working ``getHost`` (as txacme 0.9's tests had)."""
+
+    def getHost(self) -> IPv4Address:
+        raise AttributeError("getHost")
+
+
+@define
+class AddresslessEndpoint(FakeEndpoint):
+    """A server endpoint whose ports cannot tell their address."""
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        port = AddresslessPort(factory)
+        self.ports.append(port)
+        return succeed(port)
+
+
+class NoTimersClock(InlineThreadsClock):
+    """A clock that cannot schedule calls."""
+
+    def callLater(self, delay: float, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no timers here")
+
+
+@frozen
+class ContextOptions:
+    """TLS options for one certificate: what txsni's maps hold."""
+
+    certificate: x509.Certificate
+    key: PrivateKey
+
+    def getContext(self) -> SSL.Context:
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.use_certificate(self.certificate)
+        context.use_privatekey(self.key)
+        return context
+
+
+class DirectoryLikeMap:
+    """
+    A mapping like txsni's ``HostDirectoryMap``: ``__getitem__`` only,
+    reading what it holds now, ``KeyError`` for a missing name; one name
+    fails otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, ContextOptions] = {}
+        self.asked: list[object] = []
+
+    def __getitem__(self, server_name: object) -> ContextOptions:
+        self.asked.append(server_name)
+        if server_name == "broken.example":
+            raise OSError("cannot read broken.example.pem")
+        if not isinstance(server_name, str) or server_name not in self.entries:
+            raise KeyError(server_name)
+        return self.entries[server_name]
+
+
 class TCPStringTransport(StringTransport):
     """A string transport with the TCP options ``twisted.web`` sets."""
 
@@ -785,16 +881,19 @@ class TCPStringTransport(StringTransport):
 
 
 def factory_handshake(
-    factory: Any, server_name: str, protocols: Sequence[bytes] = ()
+    factory: Any, server_name: str | None, protocols: Sequence[bytes] = ()
 ) -> Handshake:
     """
     A TLS handshake in memory with a protocol that ``factory`` (the
-    endpoint's TLS factory) builds, over a string transport.
+    endpoint's TLS factory) builds, over a string transport; the client
+    sends ``server_name`` (SNI), if not ``None``.
     """
     protocol = factory.buildProtocol(None)
     transport = TCPStringTransport()  # type: ignore[no-untyped-call]
     protocol.makeConnection(transport)
-    client = client_connection(server_name.encode("ascii"), protocols, "1.3")
+    client = client_connection(
+        None if server_name is None else server_name.encode("ascii"), protocols, "1.3"
+    )
     client.set_connect_state()
     for _ in range(10):
         try:
@@ -1042,6 +1141,159 @@ class AutoTLSEndpointTests(TestCase):
         self.assertEqual(
             factory_handshake(tls_port.factory, "hand.example").certificate, by_hand
         )
+
+    def mapped_endpoint(self, mapping: Any, **arguments: Any) -> AutoTLSEndpoint:
+        return AutoTLSEndpoint(
+            self.clock,
+            URL.fromText(PEBBLE_DIRECTORY),
+            self.client_creator,
+            self.store,
+            mapping,
+            self.tls,
+            **arguments,
+        )
+
+    def test_empty_mapping_as_in_0_9(self) -> None:
+        """
+        A plain mapping as ``cert_mapping`` (txacme 0.9's tests passed
+        ``{}``): listening starts the service, clients get the self-signed
+        default certificate, and stopping the port stops the service.
+        """
+        endpoint = self.mapped_endpoint({})
+        port = self.listen(endpoint)
+        assert endpoint.service is not None
+        self.assertTrue(endpoint.service.running)
+        (tls_port,) = self.tls.ports
+        served = factory_handshake(tls_port.factory, "a.example").certificate
+        self.assertEqual(names_of(served), ["txacme-default.invalid"])
+        self.successResultOf(maybeDeferred(port.stopListening))
+        self.assertFalse(endpoint.service.running)
+        self.assertTrue(tls_port.stopped)
+
+    def test_mapping_by_name(self) -> None:
+        """
+        A mapping's entries are served by server name, text or bytes keys
+        (txsni's); its ``"DEFAULT"`` entry serves clients sending no name
+        or one it does not hold.
+        """
+        mapping = {
+            "a.example": ContextOptions(issue(["a.example"], KEYS[0]), KEYS[0]),
+            b"b.example": ContextOptions(issue(["b.example"], KEYS[1]), KEYS[1]),
+            "DEFAULT": ContextOptions(issue(["default.example"], KEYS[2]), KEYS[2]),
+        }
+        self.listen(self.mapped_endpoint(mapping))
+        (tls_port,) = self.tls.ports
+        for name, expected in [
+            ("a.example", ["a.example"]),
+            ("b.example", ["b.example"]),
+            ("other.example", ["default.example"]),
+            (None, ["default.example"]),
+        ]:
+            handshake = factory_handshake(tls_port.factory, name)
+            self.assertEqual(names_of(handshake.certificate), expected, name)
+
+    def test_mapping_read_at_each_handshake(self) -> None:
+        """
+        A mapping is looked up at each handshake, so that one reading the
+        store's files (txsni's ``HostDirectoryMap``) serves what they hold
+        now; a lookup that fails otherwise than with ``KeyError`` is
+        logged and the default certificate served.
+        """
+        mapping = DirectoryLikeMap()
+        endpoint = self.mapped_endpoint(mapping)
+        self.listen(endpoint)
+        (tls_port,) = self.tls.ports
+        before = factory_handshake(tls_port.factory, "a.example").certificate
+        self.assertEqual(names_of(before), ["txacme-default.invalid"])
+        certificate = issue(["a.example"], KEYS[0])
+        mapping.entries["a.example"] = ContextOptions(certificate, KEYS[0])
+        after = factory_handshake(tls_port.factory, "a.example").certificate
+        self.assertEqual(after, certificate)
+        self.assertIn("a.example", mapping.asked)
+        broken = factory_handshake(tls_port.factory, "broken.example")
+        self.assertEqual(names_of(broken.certificate), ["txacme-default.invalid"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        # The service still stores into cert_store; the mapping is the
+        # application's to keep in step with it.
+        assert endpoint.service is not None
+        self.assertTrue(endpoint.service.running)
+
+    def test_mapping_answers_tls_alpn_01(self) -> None:
+        """
+        With a mapping, tls-alpn-01 validations get the challenge
+        certificate, other clients the mapping's.
+        """
+        certificate = issue(["a.example"], KEYS[0])
+        endpoint = self.mapped_endpoint(
+            {"a.example": ContextOptions(certificate, KEYS[0])}, names=["a.example"]
+        )
+        self.client.controller.pause()
+        self.listen(endpoint)
+        (tls_port,) = self.tls.ports
+        validation = factory_handshake(tls_port.factory, "a.example", [ACME_TLS_1])
+        self.assertEqual(validation.protocol, ACME_TLS_1)
+        self.assertNotEqual(validation.certificate, certificate)
+        plain = factory_handshake(tls_port.factory, "a.example", [b"http/1.1"])
+        self.assertEqual(plain.certificate, certificate)
+
+    def test_mapping_type(self) -> None:
+        """
+        ``cert_mapping`` is a ``ServedCertificates``, something indexable
+        by server name, or ``None``.
+        """
+        self.assertRaises(TypeError, self.mapped_endpoint, 42)
+        self.assertRaises(TypeError, self.mapped_endpoint, object())
+        served = ServedCertificates(self.store)
+        self.assertIs(self.mapped_endpoint(served).cert_mapping, served)
+
+    def test_port_without_address(self) -> None:
+        """
+        A port that cannot tell its address (a test double of txacme 0.9's
+        era) does not make listening fail: the address is only logged.
+        """
+        self.tls = AddresslessEndpoint()
+        endpoint = self.endpoint()
+        port = self.listen(endpoint)
+        assert endpoint.service is not None
+        self.assertTrue(endpoint.service.running)
+        self.successResultOf(maybeDeferred(port.stopListening))
+        self.assertTrue(self.tls.ports[0].stopped)
+
+    def test_service_not_made(self) -> None:
+        """
+        If the service cannot be made (an interval that is not positive),
+        the ports are stopped and listening fails with the error.
+        """
+        endpoint = self.endpoint(
+            panic_interval=timedelta(0),
+            challenges=["http-01"],
+            http01_endpoint=self.http,
+        )
+        self.failureResultOf(endpoint.listen(Factory.forProtocol(Protocol)), ValueError)
+        self.assertTrue(self.tls.ports[0].stopped)
+        self.assertTrue(self.http.ports[0].stopped)
+        self.assertIsNone(endpoint.service)
+
+    def test_failure_after_start(self) -> None:
+        """
+        If anything fails once the service has started (here: the reactor
+        cannot schedule the reloads), the service is stopped again, no
+        timer is left, the ports are stopped, and listening fails.
+        """
+        self.clock = NoTimersClock()
+        self.store = MemoryStore()
+        endpoint = self.endpoint(challenges=["http-01"], http01_endpoint=self.http)
+        self.failureResultOf(
+            endpoint.listen(Factory.forProtocol(Protocol)), RuntimeError
+        )
+        # The service's own check could not schedule its next run either.
+        gc.collect()
+        self.flushLoggedErrors(RuntimeError)
+        assert endpoint.service is not None
+        self.assertFalse(endpoint.service.running)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(self.tls.ports[0].stopped)
+        self.assertTrue(self.http.ports[0].stopped)
 
     def test_bad_arguments(self) -> None:
         """

@@ -216,7 +216,7 @@ class StandaloneTests(LoopbackTestCase):
     async def test_token_served(self) -> None:
         """
         A pending token's path answers 200 with the key authorization as
-        ``application/octet-stream``, not cacheable, as often as asked.
+        ``text/plain``, not cacheable, as often as asked.
         """
         responder = HTTP01Responder()
         port = await self.serve_standalone(responder)
@@ -226,7 +226,7 @@ class StandaloneTests(LoopbackTestCase):
             code, body, headers = await self.fetch(port, challenge.path)
             self.assertEqual(code, 200)
             self.assertEqual(body, response.key_authorization.encode("ascii"))
-            self.assertEqual(headers[b"content-type"], [b"application/octet-stream"])
+            self.assertEqual(headers[b"content-type"], [b"text/plain"])
             self.assertEqual(headers[b"cache-control"], [b"no-store"])
 
     async def test_head(self) -> None:
@@ -241,7 +241,7 @@ class StandaloneTests(LoopbackTestCase):
         await responder.start_responding(NAME, challenge, response)
         code, body, headers = await self.fetch(port, challenge.path, "HEAD")
         self.assertEqual((code, body), (200, b""))
-        self.assertEqual(headers[b"content-type"], [b"application/octet-stream"])
+        self.assertEqual(headers[b"content-type"], [b"text/plain"])
         code, body, _ = await self.fetch(port, other.path, "HEAD")
         self.assertEqual((code, body), (404, b""))
 
@@ -685,8 +685,7 @@ class ExampleTests(TypedAssertions, TestCase):
         self.assertEqual(
             lines[:4],
             [
-                "validator: 200 application/octet-stream, "
-                "body is the key authorization",
+                "validator: 200 text/plain, body is the key authorization",
                 "other path: 404",
                 "validator after stop: 404",
                 "issued for example.com, www.example.com, validated by http-01",

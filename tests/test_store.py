@@ -282,6 +282,43 @@ class DirectoryStoreTests(StoreTestCase):
             self.assertEqual(self.result(store.as_dict()), {"a.example": []})
             self.assertEqual(store.path, FilePath(str(self.directory)))
 
+    def test_bytes_paths(self) -> None:
+        """
+        The directory may be given as bytes, a ``FilePath`` of bytes
+        included (as txacme 0.9 allowed): the store reads and writes the
+        same files as with text, and its ``path`` is in text mode.
+        """
+        self.result(self.store.store("a.example", []))
+        directory = os.fsencode(self.directory)
+        for path, name in (
+            (directory, "b.example"),
+            (FilePath(directory), "c.example"),
+        ):
+            store = DirectoryStore(path)
+            self.assertEqual(store.path, FilePath(str(self.directory)))
+            self.assertIsInstance(store.path.path, str)
+            self.assertEqual(self.result(store.as_dict())["a.example"], [])
+            bundle = make_bundle([name], NOW)
+            self.result(store.store(name, bundle))
+            got = self.result(store.get(name))
+            self.assertEqual(
+                [obj.as_bytes() for obj in got], [obj.as_bytes() for obj in bundle]
+            )
+            self.assertIn(name, self.result(self.store.as_dict()))
+            self.assertIn(name, self.result(store.summaries()))
+
+    def test_bytes_path_not_utf8(self) -> None:
+        """
+        A bytes directory name that is not UTF-8 is used as is (decoded
+        the way the file system encodes names).
+        """
+        directory = os.fsencode(self.directory) + b"/caf\xe9"
+        os.mkdir(directory)
+        store = DirectoryStore(FilePath(directory))
+        self.result(store.store("a.example", []))
+        self.assertEqual(os.listdir(directory), [b"a.example.pem"])
+        self.assertEqual(self.result(store.as_dict()), {"a.example": []})
+
     def test_thread_pool(self) -> None:
         """
         Given a reactor, the store does its file I/O in its thread pool.
@@ -406,6 +443,16 @@ class ClientKeyTests(FileTestCase):
             (after.st_ino, after.st_mtime_ns), (before.st_ino, before.st_mtime_ns)
         )
         self.assertEqual(os.listdir(self.directory), [CLIENT_KEY_NAME])
+
+    def test_bytes_path(self) -> None:
+        """
+        The directory may be bytes, or a ``FilePath`` of bytes: the key is
+        created in it and loaded from it.
+        """
+        created = load_or_create_client_key(FilePath(os.fsencode(self.directory)))
+        self.assertTrue(self.path.exists())
+        loaded = load_or_create_client_key(os.fsencode(self.directory))
+        self.assertEqual(loaded.thumbprint(), created.thumbprint())
 
     def test_creates_directory(self) -> None:
         """A missing directory is created, readable by its owner only."""

@@ -12,11 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
+from josepy.errors import DeserializationError
 from twisted.internet.task import Clock
 from twisted.python.url import URL
 
 from tests.support import TestCase
+from txacme.messages import CertificateRequest
 from txacme.util import (
+    CSRDecodingError,
     check_directory_url_type,
     clock_now,
     const,
@@ -132,9 +135,25 @@ class CSRTests(TestCase):
         self.assertEqual(decode_csr(encoded), csr)
 
     def test_decode_garbage(self) -> None:
-        """Undecodable input is a ValueError."""
-        self.assertRaises(ValueError, decode_csr, "!!!")
-        self.assertRaises(ValueError, decode_csr, "AAAA")
+        """
+        Input that is not base64url, or not a DER CSR, raises josepy's
+        ``DeserializationError`` (as txacme 0.9 did), which is also a
+        ``ValueError`` (as code written for this txacme catches).
+        """
+        for garbage in ("blah blah not a valid CSR", "A", "é", "AAAA", b"AAAA"):
+            with self.subTest(garbage=garbage):
+                error = self.assertRaises(CSRDecodingError, decode_csr, garbage)
+                self.assertIsInstance(error, DeserializationError)
+                self.assertIsInstance(error, ValueError)
+
+    def test_decode_garbage_in_a_message(self) -> None:
+        """
+        A ``finalize`` payload with a bad CSR fails to deserialize with
+        ``DeserializationError``.
+        """
+        self.assertRaises(
+            DeserializationError, CertificateRequest.from_json, {"csr": "AAAA"}
+        )
 
 
 class SmallHelperTests(TestCase):

@@ -60,7 +60,9 @@ store every ``check`` interval (for files changed by hand).
 
 The parts are public: :class:`AutoTLSEndpoint` (the endpoint, built from
 Python), :class:`ServedCertificates` (SNI from a store, for any TLS
-server), :func:`parse_endpoint_options` and :func:`endpoint_from_options`.
+server), :class:`CertificateMapping` (what txacme 0.9's endpoint served
+instead, still accepted), :func:`parse_endpoint_options` and
+:func:`endpoint_from_options`.
 :func:`~txacme.store.load_or_create_client_key` is importable from here too,
 where txacme 0.9 had it.
 """
@@ -71,7 +73,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import pem
 from attrs import define, field, frozen
@@ -131,6 +133,7 @@ __all__ = [
     "CHALLENGE_TYPES",
     "AcmeEndpointParser",
     "AutoTLSEndpoint",
+    "CertificateMapping",
     "EndpointOptions",
     "ServedCertificates",
     "acme_parser",
@@ -688,6 +691,113 @@ def _served_names(summary: CertificateSummary) -> tuple[str, ...]:
     return tuple(name.lower().rstrip(".") for name in summary.names)
 
 
+# -- txacme 0.9's certificate mappings ------------------------------------------------
+
+
+class CertificateMapping(Protocol):
+    """
+    What txacme 0.9's ``AutoTLSEndpoint`` took as ``cert_mapping``, and
+    still takes: a mapping (a ``dict``, or txsni's ``HostDirectoryMap``)
+    from a server name to TLS options, anything with a ``getContext()``
+    returning an :class:`OpenSSL.SSL.Context` (such as
+    :class:`~twisted.internet.ssl.CertificateOptions`).  A missing name
+    raises :class:`KeyError`.
+    """
+
+    def __getitem__(self, server_name: Any, /) -> Any: ...
+
+
+#: The key of the default TLS options in a :class:`CertificateMapping`
+#: (txsni's).
+_DEFAULT_KEY = "DEFAULT"
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _MappedCertificates:
+    """
+    TLS by server name (SNI) from a :class:`CertificateMapping`, as txacme
+    0.9 served it through txsni's ``SNIMap``: the ``"DEFAULT"`` entry's
+    context (or else a self-signed one) until the client's server name
+    selects the entry of that name, looked up at each handshake, so that a
+    mapping reading files (``HostDirectoryMap``) serves what they hold now.
+    A name with no entry keeps the default context (txsni failed the
+    handshake).  Names are looked up as text, then as bytes (txsni's
+    keys).
+    """
+
+    def __init__(self, mapping: CertificateMapping) -> None:
+        self.mapping = mapping
+        default = self._lookup(_DEFAULT_KEY)
+        if default is None:
+            certificate, key = _self_signed(_FALLBACK_NAME)
+            default = CertificateOptions().getContext()
+            default.use_certificate(certificate)
+            default.use_privatekey(key)
+        default.set_tlsext_servername_callback(self._server_name_received)
+        self._default = default
+
+    def __repr__(self) -> str:
+        return f"<certificates of {self.mapping!r}>"
+
+    def _lookup(self, server_name: str) -> SSL.Context | None:
+        for key in (server_name, server_name.encode("utf-8")):
+            try:
+                options = self.mapping[key]
+            except (LookupError, TypeError, ValueError):
+                continue
+            context: SSL.Context = options.getContext()
+            return context
+        return None
+
+    def _server_name_received(self, connection: SSL.Connection) -> None:
+        raw = connection.get_servername()
+        if not raw:
+            return
+        try:
+            name = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return
+        try:
+            context = self._lookup(name)
+        except Exception:
+            # A failure here would fail the handshake; serve the default.
+            _log.failure(
+                "Looking up the TLS options of {server_name} failed",
+                server_name=name,
+            )
+            return
+        if context is not None and context is not connection.get_context():
+            connection.set_context(context)
+
+    def serverConnectionForTLS(
+        self, tlsProtocol: TLSMemoryBIOProtocol
+    ) -> SSL.Connection:
+        """
+        A server connection, on the default context until the client's
+        server name selects another.
+        """
+        return SSL.Connection(self._default)
+
+
+def _check_cert_mapping(instance: object, attribute: object, value: Any) -> None:
+    if value is None or isinstance(value, ServedCertificates):
+        return
+    if not callable(getattr(type(value), "__getitem__", None)):
+        raise TypeError(
+            "cert_mapping must be a ServedCertificates, a mapping of server "
+            f"names to TLS options (as txacme 0.9 took), or None; not {value!r}"
+        )
+
+
+def _address(port: IListeningPort) -> object:
+    """The port's address, for a log line: never fails."""
+    try:
+        return port.getHost()
+    except Exception:
+        # A port double without getHost (txacme 0.9 never asked for it).
+        return "an address the port does not tell"
+
+
 # -- telling the certificates when the service stores one ------------------------------
 
 
@@ -750,15 +860,15 @@ class _NotifyingStore:
 class _AcmePort:
     """
     The TLS port, with what runs beside it: stopping it stops the service,
-    the reloads and the http-01 listener too.
+    the reloads and the http-01 listener too (those that were started).
     """
 
     def __init__(
         self,
         port: IListeningPort,
         http01_port: IListeningPort | None,
-        service: AcmeIssuingService,
-        reloads: LoopingCall,
+        service: AcmeIssuingService | None,
+        reloads: LoopingCall | None,
     ) -> None:
         self.port = port
         self.http01_port = http01_port
@@ -799,14 +909,25 @@ class _AcmePort:
                 waiter.callback(None)
 
     async def _stop(self) -> None:
-        if self._reloads.running:
+        if self._reloads is not None and self._reloads.running:
             self._reloads.stop()
-        try:
-            await self.service.stopService()
-        finally:
-            if self.http01_port is not None:
-                await maybeDeferred(self.http01_port.stopListening)
-            await maybeDeferred(self.port.stopListening)
+        stops: list[Callable[[], object]] = []
+        if self.service is not None:
+            stops.append(self.service.stopService)
+        if self.http01_port is not None:
+            stops.append(self.http01_port.stopListening)
+        stops.append(self.port.stopListening)
+        # Stop each, even if one before it failed; raise the first failure.
+        failures: list[Failure] = []
+        for stop in stops:
+            try:
+                await maybeDeferred(stop)
+            except Exception:
+                failures.append(Failure())  # type: ignore[no-untyped-call]
+        for failure in failures[1:]:
+            _log.failure("Stopping the endpoint failed", failure)
+        if failures:
+            failures[0].raiseException()
 
     def getHost(self) -> IAddress:
         return self.port.getHost()
@@ -845,9 +966,14 @@ class AutoTLSEndpoint:
         :class:`~txacme.service.IssuingClient`), such as
         ``partial(Client.from_url, key=key, alg=RS256)``.
     :param cert_store: The :class:`~txacme.interfaces.ICertificateStore`.
-    :param cert_mapping: The :class:`ServedCertificates` to serve, or
-        ``None`` for one made from ``cert_store`` (txacme 0.9 took a txsni
-        map here).
+    :param cert_mapping: What to serve: ``None`` for a
+        :class:`ServedCertificates` made from ``cert_store`` (the
+        certificates are then served as soon as the service stores them,
+        and the store re-read every ``check_interval``); a
+        :class:`ServedCertificates`, likewise; or, as txacme 0.9 took, a
+        :class:`CertificateMapping` (a ``dict``, or txsni's
+        ``HostDirectoryMap`` of the store's directory), served as it is,
+        looked up at each handshake.
     :param sub_endpoint: The endpoint to listen on.
     :param check_interval: As for the service; also how often the store is
         re-read for the certificates served.
@@ -872,7 +998,9 @@ class AutoTLSEndpoint:
     )
     client_creator: Callable[[IReactorTime, URL], Awaitable[IssuingClient]]
     cert_store: ICertificateStore
-    cert_mapping: ServedCertificates | None
+    cert_mapping: ServedCertificates | CertificateMapping | None = field(
+        validator=_check_cert_mapping
+    )
     sub_endpoint: IStreamServerEndpoint
     check_interval: timedelta = _DEFAULT_CHECK
     reissue_interval: timedelta | None = None
@@ -909,15 +1037,26 @@ class AutoTLSEndpoint:
         """
         Listen, serve the store's certificates, and start the service.
 
+        If anything fails on the way (listening, reading the store, making
+        or starting the service), what was started is stopped again and
+        the Deferred fails.
+
         :param protocolFactory: The factory of the protocol spoken over TLS.
         :returns: A Deferred firing with the listening port; its
             ``stopListening`` stops the service as well.
         """
-        certificates = self.cert_mapping
-        if certificates is None:
-            certificates = ServedCertificates(
+        served: ServedCertificates | None
+        certificates: IOpenSSLServerConnectionCreator
+        if self.cert_mapping is None:
+            served = ServedCertificates(
                 self.cert_store, default_name=self._default_name()
             )
+            certificates = served
+        elif isinstance(self.cert_mapping, ServedCertificates):
+            served = certificates = self.cert_mapping
+        else:
+            served = None
+            certificates = _MappedCertificates(self.cert_mapping)
 
         responders: list[IResponder] = []
         creator: IOpenSSLServerConnectionCreator = certificates
@@ -939,27 +1078,50 @@ class AutoTLSEndpoint:
         )
         port: IListeningPort = await self.sub_endpoint.listen(factory)
         http01_port: IListeningPort | None = None
+        service: AcmeIssuingService | None = None
+        reloads: LoopingCall | None = None
         try:
             if http01 is not None:
                 assert self.http01_endpoint is not None
                 http01_port = await http01.listen(self.http01_endpoint, self.reactor)
-            await certificates.reload()
+            store = self.cert_store
+            if served is not None:
+                await served.reload()
+                store = cast(
+                    ICertificateStore, _NotifyingStore(store, served.reload_entry)
+                )
+            service = self._service(store, responders)
+            self.service = service
+            service.startService()
+            if served is not None:
+                reloads = LoopingCall(_reload_logging_errors, served)
+                reloads.clock = self.reactor
+                reloads.start(self.check_interval.total_seconds(), now=False)
+            _log.info(
+                "Serving TLS on {address} with certificates from {store}, issued "
+                "by {directory}",
+                address=_address(port),
+                store=self.cert_store,
+                directory=self.directory.asText(),
+            )
+            return _AcmePort(port, http01_port, service, reloads)
         except BaseException:
-            if http01_port is not None:
-                await maybeDeferred(http01_port.stopListening)
-            await maybeDeferred(port.stopListening)
+            try:
+                await _AcmePort(port, http01_port, service, reloads).stopListening()
+            except Exception:
+                _log.failure("Stopping the endpoint after a failed listen failed")
             raise
 
+    def _service(
+        self, store: ICertificateStore, responders: Sequence[IResponder]
+    ) -> AcmeIssuingService:
         reactor, directory = self.reactor, self.directory
 
         def create_client() -> Awaitable[IssuingClient]:
             return self.client_creator(reactor, directory)
 
-        service = AcmeIssuingService(
-            cert_store=cast(
-                ICertificateStore,
-                _NotifyingStore(self.cert_store, certificates.reload_entry),
-            ),
+        return AcmeIssuingService(
+            cert_store=store,
             client_creator=create_client,
             clock=self.reactor,
             responders=responders,
@@ -971,19 +1133,6 @@ class AutoTLSEndpoint:
             generate_key=self.generate_key,
             names=self.names,
         )
-        self.service = service
-        service.startService()
-        reloads = LoopingCall(_reload_logging_errors, certificates)
-        reloads.clock = self.reactor
-        reloads.start(self.check_interval.total_seconds(), now=False)
-        _log.info(
-            "Serving TLS on {address} with certificates from {store}, issued by "
-            "{directory}",
-            address=port.getHost(),
-            store=self.cert_store,
-            directory=self.directory.asText(),
-        )
-        return _AcmePort(port, http01_port, service, reloads)
 
 
 # -- from a description to an endpoint ----------------------------------------------
@@ -1135,6 +1284,14 @@ class AcmeEndpointParser:
     """
 
     prefix: str
+
+    @property
+    def directory(self) -> URL | None:
+        """
+        The prefix's ACME directory (txacme 0.9's parsers had one), or
+        ``None`` for ``acme:``, whose descriptions name it.
+        """
+        return _DIRECTORIES.get(self.prefix.lower())
 
     def parseStreamServer(
         self, reactor: IReactorCore, *args: object, **kwargs: object

@@ -71,7 +71,18 @@ _BEGIN_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _END_CERTIFICATE = b"-----END CERTIFICATE-----"
 _READ_SIZE = 16384
 
-PathLike = FilePath[str] | str | os.PathLike[str]
+PathLike = (
+    FilePath[str]
+    | FilePath[bytes]
+    | str
+    | bytes
+    | os.PathLike[str]
+    | os.PathLike[bytes]
+)
+"""
+A directory: a :class:`~twisted.python.filepath.FilePath` or a path, text
+or bytes (txacme 0.9 took ``FilePath(b"...")`` as well as text).
+"""
 
 
 @frozen
@@ -241,9 +252,13 @@ def check_server_name(server_name: str) -> str:
 
 
 def _as_directory(path: PathLike) -> str:
+    """
+    ``path`` as a text path; bytes are decoded as the file system encodes
+    names (as ``os.fsdecode`` and ``FilePath.asTextMode`` do).
+    """
     if isinstance(path, FilePath):
-        return os.fspath(path.path)
-    return os.fspath(path)
+        return os.fsdecode(path.path)
+    return os.fsdecode(path)
 
 
 def _fsync_directory(directory: str) -> None:
@@ -366,7 +381,9 @@ class DirectoryStore:
     Temporary files a writer killed mid-write left behind are ignored, and
     removed after an hour.
 
-    :param path: The directory (it must exist).
+    :param path: The directory (it must exist): a
+        :class:`~twisted.python.filepath.FilePath` or a path, text or bytes.
+        ``path`` is its text-mode ``FilePath``, as in txacme 0.9.
     :param reactor: If given, the file I/O (including ``fsync``) runs in
         its thread pool so that the reactor thread is not blocked; if
         ``None``, it runs synchronously, as in txacme 0.9.
@@ -586,7 +603,7 @@ def load_or_create_client_key(pem_path: PathLike) -> JWK:
     milliseconds); call it before starting the reactor, or in a thread.
 
     :param pem_path: The directory (a :class:`~twisted.python.filepath.FilePath`
-        or a path); it is created (mode 0700) if missing.
+        or a path, text or bytes); it is created (mode 0700) if missing.
     :returns: The key, as a :class:`josepy.jwk.JWKRSA` (or
         :class:`josepy.jwk.JWKEC` for an ECDSA key someone put there).
     :raises ValueError: If the file exists but is not a PEM RSA or ECDSA

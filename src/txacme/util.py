@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from josepy.errors import DeserializationError
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
@@ -26,6 +27,7 @@ from twisted.python.url import URL
 
 __all__ = [
     "KEY_TYPES",
+    "CSRDecodingError",
     "PrivateKey",
     "check_directory_url_type",
     "clock_now",
@@ -195,17 +197,32 @@ def encode_csr(csr: x509.CertificateSigningRequest) -> str:
     )
 
 
-def decode_csr(b64der: str) -> x509.CertificateSigningRequest:
+class CSRDecodingError(DeserializationError, ValueError):
+    """
+    :func:`decode_csr` was given something that is not a base64url DER
+    CSR.  It is josepy's :class:`~josepy.errors.DeserializationError`, as
+    txacme 0.9 raised, and a :class:`ValueError` too.
+    """
+
+
+def decode_csr(b64der: str | bytes) -> x509.CertificateSigningRequest:
     """
     Decode a CSR from unpadded base64url DER.
 
-    :raises ValueError: If it is not base64url or not a DER CSR.
+    :raises CSRDecodingError: If it is not base64url or not a DER CSR: a
+        :class:`josepy.errors.DeserializationError` (as in txacme 0.9) and
+        a :class:`ValueError`.
     """
     try:
         der = josepy.b64.b64decode(b64der)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"Not base64url: {error}") from error
-    return x509.load_der_x509_csr(der)
+        raise CSRDecodingError(f"Not base64url: {error}") from error
+    try:
+        return x509.load_der_x509_csr(der)
+    except ValueError as error:
+        raise CSRDecodingError(f"Not a DER certificate signing request: {error}") from (
+            error
+        )
 
 
 def clock_now(clock: IReactorTime) -> datetime:

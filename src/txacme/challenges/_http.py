@@ -67,9 +67,11 @@ class _TokenResource(Resource):
         self._key_authorization = key_authorization
 
     def render_GET(self, request: IRequest) -> bytes:
-        # RFC 8555 §8.3 shows application/octet-stream; the body is the key
-        # authorization and nothing else.
-        request.setHeader(b"content-type", b"application/octet-stream")  # type: ignore[no-untyped-call]
+        # The body is the key authorization and nothing else.  RFC 8555 §8.3
+        # sets no content type (its example shows application/octet-stream)
+        # and validators read only the body (Pebble: the integration tests);
+        # text/plain is what txacme 0.9 answered.
+        request.setHeader(b"content-type", b"text/plain")  # type: ignore[no-untyped-call]
         request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]
         return self._key_authorization
 
@@ -397,7 +399,7 @@ class HTTP01Responder:
 
     While a challenge is being responded to,
     ``GET /.well-known/acme-challenge/<token>`` (and ``HEAD``) answers the
-    key authorization (``application/octet-stream``); every other path
+    key authorization (``text/plain``, as in txacme 0.9); every other path
     under the resource, and every token after :meth:`stop_responding`,
     answers 404.  Any number of challenges, for any names, may be pending
     at once.
