@@ -1227,7 +1227,8 @@ class AutoTLSEndpointTests(TestCase):
         endpoint = self.mapped_endpoint(
             {"a.example": ContextOptions(certificate, KEYS[0])}, names=["a.example"]
         )
-        self.client.controller.pause()
+        # Poll a second after answering: the challenge is answered meanwhile.
+        self.client.policy = PollingPolicy()
         self.listen(endpoint)
         (tls_port,) = self.tls.ports
         validation = factory_handshake(tls_port.factory, "a.example", [ACME_TLS_1])

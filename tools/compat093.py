@@ -79,7 +79,6 @@ TEST_PACKAGE = "txacme093_tests"
 
 V1 = "ACME v1 wire format"
 TLS_SNI_01 = "tls-sni-01"
-PENDING_LIBCLOUD = "pending LibcloudDNSResponder (another branch adds it)"
 
 #: Names the old tests import from txacme that this txacme does not have
 #: (or not yet), with why.  Each import of one is rewritten to bind a
@@ -92,12 +91,9 @@ DEFERRED_IMPORTS: dict[str, str] = {
     "txacme.challenges._tls._MergingMappingProxy": "private name (of tls-sni-01)",
     "txacme.util.generate_tls_sni_01_cert": TLS_SNI_01,
     "txacme.client._default_client": "private name",
+    "txacme.client._find_supported_challenge": "private name",
     "txacme.client._parse_header_links": "private name",
     "txacme._endpoint_parser._AcmeParser": "private name",
-    "txacme.errors.NotInZone": PENDING_LIBCLOUD,
-    "txacme.errors.ZoneNotFound": PENDING_LIBCLOUD,
-    "txacme.challenges.LibcloudDNSResponder": PENDING_LIBCLOUD,
-    "txacme.challenges._libcloud._daemon_thread": PENDING_LIBCLOUD,
 }
 
 
