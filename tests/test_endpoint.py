@@ -190,6 +190,7 @@ class ParseTests(TestCase):
         self.assertEqual(options.challenges, ("tls-alpn-01",))
         self.assertEqual(options.http01, None)
         self.assertEqual(options.check, timedelta(days=1))
+        self.assertEqual(options.key_type, "rsa")
 
     def test_lets_is_staging(self) -> None:
         """``lets:`` uses Let's Encrypt's staging directory."""
@@ -216,6 +217,7 @@ class ParseTests(TestCase):
                 "http01": "tcp:8080",
                 "reissue": "30d",
                 "check": "1h30m",
+                "key_type": "P256",
             },
         )
         self.assertEqual(options.directory, URL.fromText(PEBBLE_DIRECTORY))
@@ -230,6 +232,18 @@ class ParseTests(TestCase):
         self.assertEqual(options.http01, "tcp:8080")
         self.assertEqual(options.reissue, timedelta(days=30))
         self.assertEqual(options.check, timedelta(hours=1, minutes=30))
+        self.assertEqual(options.key_type, "p256")
+
+    def test_unknown_key_type(self) -> None:
+        """An unknown ``key_type=`` is refused, naming the known ones."""
+        error = self.assertRaises(
+            ValueError,
+            parse_endpoint_options,
+            "le",
+            ["/c", "tcp:443"],
+            {"key_type": "dsa"},
+        )
+        self.assertIn("p256", str(error))
 
     def test_endpoint_keywords_pass_through(self) -> None:
         """
@@ -958,6 +972,28 @@ class AutoTLSEndpointTests(TestCase):
         """It is a server endpoint."""
         verifyObject(IStreamServerEndpoint, self.endpoint())
 
+    def test_key_type(self) -> None:
+        """
+        The certificates' keys are RSA-2048 in the traditional format by
+        default (txacme 0.9's), and of ``key_type`` when given.
+        """
+        for key_type, marker in [
+            (None, b"-----BEGIN RSA PRIVATE KEY-----"),
+            ("p256", b"-----BEGIN EC PRIVATE KEY-----"),
+        ]:
+            self.store = MemoryStore()
+            arguments = {} if key_type is None else {"key_type": key_type}
+            endpoint = self.endpoint(names=["a.example"], **arguments)
+            port = self.listen(endpoint)
+            self.successResultOf(self.store.get("a.example"))
+            [key_object] = [
+                obj
+                for obj in self.successResultOf(self.store.get("a.example"))
+                if isinstance(obj, pem.Key)
+            ]
+            self.assertTrue(key_object.as_bytes().startswith(marker))
+            self.successResultOf(maybeDeferred(port.stopListening))
+
     def test_issues_and_serves(self) -> None:
         """
         Listening comes up at once with the self-signed certificate, starts
@@ -1326,9 +1362,11 @@ class AutoTLSEndpointTests(TestCase):
         options = parse_endpoint_options("lets", [directory, "tcp", "443"], {})
         endpoint = endpoint_from_options(reactor, options)
         self.assertEqual(endpoint.directory, LETSENCRYPT_STAGING_DIRECTORY)
+        self.assertEqual(endpoint.key_type, "rsa")
         parsed = AcmeEndpointParser("le").parseStreamServer(
-            reactor, directory, "tcp", "443", email="a@example.com"
+            reactor, directory, "tcp", "443", email="a@example.com", key_type="p256"
         )
         assert isinstance(parsed, AutoTLSEndpoint)
         self.assertEqual(parsed.email, "a@example.com")
         self.assertEqual(parsed.directory, LETSENCRYPT_DIRECTORY)
+        self.assertEqual(parsed.key_type, "p256")

@@ -123,7 +123,12 @@ from txacme.store import (
     summarize,
 )
 from txacme.urls import LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY
-from txacme.util import PrivateKey, check_directory_url_type, generate_private_key
+from txacme.util import (
+    KEY_TYPES,
+    PrivateKey,
+    check_directory_url_type,
+    generate_private_key,
+)
 
 if TYPE_CHECKING:
     # The type of SSL.NO_OVERLAPPING_PROTOCOLS, for annotations only.
@@ -160,7 +165,17 @@ _DIRECTORIES: dict[str, URL | None] = {
 #: The keyword options of the descriptions; other keywords go to the
 #: endpoint listened on.
 _OPTIONS = frozenset(
-    {"directory", "ca", "email", "domains", "challenge", "http01", "reissue", "check"}
+    {
+        "directory",
+        "ca",
+        "email",
+        "domains",
+        "challenge",
+        "http01",
+        "reissue",
+        "check",
+        "key_type",
+    }
 )
 
 _DEFAULT_HTTP01 = "tcp:80"
@@ -231,6 +246,9 @@ class EndpointOptions:
         without http-01.
     :ivar reissue: The reissue interval, or ``None`` for the default.
     :ivar check: The interval between two checks of the store.
+    :ivar key_type: The type of the certificates' keys (``"rsa"``, as in
+        txacme 0.9, or ``"p256"``...; see
+        :func:`txacme.util.generate_private_key`).
     """
 
     prefix: str
@@ -244,6 +262,7 @@ class EndpointOptions:
     http01: str | None = None
     reissue: timedelta | None = None
     check: timedelta = _DEFAULT_CHECK
+    key_type: str = "rsa"
 
 
 def _parse_domains(text: str) -> tuple[tuple[str, ...], ...]:
@@ -368,6 +387,12 @@ def parse_endpoint_options(
 
     reissue = parse_duration(kwargs["reissue"]) if "reissue" in kwargs else None
     check = parse_duration(kwargs["check"]) if "check" in kwargs else _DEFAULT_CHECK
+    key_type = kwargs.get("key_type", "rsa").strip().lower()
+    if key_type not in KEY_TYPES:
+        raise ValueError(
+            f"Unknown key_type={kwargs['key_type']!r}; expected one of "
+            f"{', '.join(sorted(KEY_TYPES))}"
+        )
     return EndpointOptions(
         prefix=prefix,
         path=path,
@@ -380,6 +405,7 @@ def parse_endpoint_options(
         http01=http01,
         reissue=reissue,
         check=check,
+        key_type=key_type,
     )
 
 
@@ -981,6 +1007,8 @@ class AutoTLSEndpoint:
     :param panic_interval: As for the service.
     :param panic: As for the service.
     :param generate_key: As for the service.
+    :param key_type: As for the service: ``"rsa"`` (RSA-2048, txacme 0.9's,
+        the default) or ``"p256"``...
     :param email: The account's contact address.
     :param names: Entries to keep issued besides the store's (see the
         service); the first is the default certificate.
@@ -1007,6 +1035,7 @@ class AutoTLSEndpoint:
     panic_interval: timedelta | None = None
     panic: Callable[[Failure, str], object] | None = None
     generate_key: Callable[[], PrivateKey] | None = None
+    key_type: str = field(default="rsa", kw_only=True)
     email: str | None = field(default=None, kw_only=True)
     names: Sequence[str | Sequence[str]] = field(default=(), kw_only=True)
     challenges: Sequence[str] = field(default=("tls-alpn-01",), kw_only=True)
@@ -1131,6 +1160,7 @@ class AutoTLSEndpoint:
             panic_interval=self.panic_interval,
             panic=self.panic,
             generate_key=self.generate_key,
+            key_type=self.key_type,
             names=self.names,
         )
 
@@ -1249,6 +1279,7 @@ def endpoint_from_options(reactor: Any, options: EndpointOptions) -> AutoTLSEndp
         sub_endpoint,
         check_interval=options.check,
         reissue_interval=options.reissue,
+        key_type=options.key_type,
         email=options.email,
         names=options.domains,
         challenges=options.challenges,
