@@ -18,7 +18,6 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.trial._synctest import _Assertions
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -31,8 +30,9 @@ from txacme.util import generate_private_key
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=BaseException)
 
-# Trial's unannotated assertions, called through Any.
-_TRIAL: Any = _Assertions
+# Trial's unannotated assertions (public on SynchronousTestCase), called
+# through Any.
+_TRIAL: Any = SynchronousTestCase
 _SYNC: Any = SynchronousTestCase
 
 #: The loopback address the real-reactor servers listen on.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    import pem
     from acme import challenges as acme_challenges
     from acme import messages
     from cryptography import x509
@@ -18,8 +19,14 @@ if TYPE_CHECKING:
 
     from txacme._polling import PollingPolicy
     from txacme.messages import RenewalWindow
+    from txacme.store import CertificateSummary
 
-__all__ = ["ICertificateStore", "IResponder", "IssuingClient"]
+__all__ = [
+    "ICertificateStore",
+    "ICertificateSummaries",
+    "IResponder",
+    "IssuingClient",
+]
 
 
 class IResponder(Interface):
@@ -90,7 +97,7 @@ class ICertificateStore(Interface):
     * All methods return Deferreds and SHOULD NOT block the reactor.
     """
 
-    def get(server_name):  # type: ignore[no-untyped-def]
+    def get(server_name: str) -> Deferred[list[pem.AbstractPEMObject]]:
         """
         Retrieve the current PEM objects for the given server name.
 
@@ -99,7 +106,9 @@ class ICertificateStore(Interface):
         :returns: A Deferred firing with the list of PEM objects.
         """
 
-    def store(server_name, pem_objects):  # type: ignore[no-untyped-def]
+    def store(
+        server_name: str, pem_objects: list[pem.AbstractPEMObject]
+    ) -> Deferred[None]:
         """
         Store PEM objects for the given server name, replacing any existing
         entry.
@@ -109,12 +118,35 @@ class ICertificateStore(Interface):
         :returns: A Deferred firing once the entry is stored durably.
         """
 
-    def as_dict():  # type: ignore[no-untyped-def]
+    def as_dict() -> Deferred[dict[str, list[pem.AbstractPEMObject]]]:
         """
         Get all entries in the store.
 
         :returns: A Deferred firing with a dict mapping server names to lists
             of PEM objects.
+        """
+
+
+class ICertificateSummaries(Interface):
+    """
+    A certificate store that can summarize its entries cheaply: an optional
+    companion of :class:`ICertificateStore`, which
+    :class:`~txacme.service.AcmeIssuingService` uses instead of
+    :meth:`~ICertificateStore.as_dict` when a store provides it.
+
+    * :meth:`summaries` MUST name the same entries as ``as_dict``.
+    * It SHOULD NOT hold every entry's PEM objects in memory at once, and
+      SHOULD NOT block the reactor for long.
+    """
+
+    def summaries() -> Deferred[dict[str, CertificateSummary | None]]:
+        """
+        Summarize every entry.
+
+        :returns: A Deferred firing with a dict mapping each server name to
+            the :class:`~txacme.store.CertificateSummary` of its first
+            certificate, or to ``None`` for an entry without a (readable)
+            certificate.
         """
 
 

@@ -23,15 +23,13 @@ for a :class:`~txacme.client.Client` in tests.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-import ipaddress
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from random import Random
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import pem
 from acme import messages
@@ -54,16 +52,17 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from txacme._names import entry_names, parse_server_names
 from txacme.client import renewal_certificate_id
 from txacme.errors import NotOffered
-from txacme.interfaces import ICertificateStore, IResponder, IssuingClient
-from txacme.issuance import issue_certificate
-from txacme.store import (
-    CertificateSummary,
+from txacme.interfaces import (
+    ICertificateStore,
     ICertificateSummaries,
-    check_server_name,
-    summarize,
+    IResponder,
+    IssuingClient,
 )
+from txacme.issuance import issue_certificate
+from txacme.store import CertificateSummary, summarize
 from txacme.util import KEY_TYPES, PrivateKey, csr_for_names, generate_private_key
 
 __all__ = [
@@ -92,24 +91,6 @@ _DEFAULT_REISSUE = timedelta(days=30).total_seconds()
 _DEFAULT_PANIC = timedelta(days=15).total_seconds()
 #: Entries a sweep looks at before letting the reactor run other work.
 _YIELD_EVERY = 2000
-
-
-class _TypedStore(Protocol):
-    """:class:`~txacme.interfaces.ICertificateStore`, with its types."""
-
-    def get(self, server_name: str) -> Deferred[list[pem.AbstractPEMObject]]: ...
-
-    def store(
-        self, server_name: str, pem_objects: list[pem.AbstractPEMObject]
-    ) -> Deferred[None]: ...
-
-    def as_dict(self) -> Deferred[dict[str, list[pem.AbstractPEMObject]]]: ...
-
-
-class _SummarizingStore(Protocol):
-    """:class:`~txacme.store.ICertificateSummaries`, with its types."""
-
-    def summaries(self) -> Deferred[dict[str, CertificateSummary | None]]: ...
 
 
 @frozen
@@ -148,32 +129,6 @@ class Backoff:
             self.first_delay.total_seconds() * self.factor**exponent,
         )
         return base * (1.0 - self.jitter * random.random())
-
-
-def parse_server_names(server_names: str | Sequence[str]) -> tuple[str, ...]:
-    """
-    The names of a store entry: a name, several names separated by commas
-    (``"example.com,www.example.com"``), or a sequence of names.  Names are
-    lower-cased, lose a trailing dot, IP addresses take their canonical
-    form, and repeats are dropped; the first name is the entry's key.
-
-    :param server_names: The names.
-    :returns: The names, the key first.
-    :raises ValueError: If there is no name, or an empty one.
-    """
-    parts = server_names.split(",") if isinstance(server_names, str) else server_names
-    names: list[str] = []
-    for part in parts:
-        name = part.strip().lower().rstrip(".")
-        if not name:
-            raise ValueError(f"An empty server name in {server_names!r}")
-        with contextlib.suppress(ValueError):
-            name = str(ipaddress.ip_address(name))
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise ValueError("No server name given")
-    return tuple(names)
 
 
 def _key_object(private_key: PrivateKey) -> pem.AbstractPEMObject:
@@ -347,7 +302,7 @@ class AcmeIssuingService(Service):
     tests), so that tests stay deterministic.
 
     :param cert_store: The :class:`~txacme.interfaces.ICertificateStore`.
-        If it also provides :class:`~txacme.store.ICertificateSummaries`
+        If it also provides :class:`~txacme.interfaces.ICertificateSummaries`
         (both stores of :mod:`txacme.store` do), checks read only the
         certificates' names and validity.
     :param client_creator: A callable taking no arguments and returning a
@@ -442,7 +397,6 @@ class AcmeIssuingService(Service):
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.cert_store = cert_store
-        self._store = cast(_TypedStore, cert_store)
         self._client_creator = client_creator
         self._clock = clock
         self._responders = list(responders)
@@ -471,9 +425,9 @@ class AcmeIssuingService(Service):
         self.ready = False
         self._waiting: list[Deferred[None]] = []
         self._wanted: dict[str, tuple[str, ...]] = {}
-        for entry_names in names:
-            parsed = parse_server_names(entry_names)
-            self._wanted[check_server_name(parsed[0])] = parsed
+        for wanted in names:
+            parsed = entry_names(wanted)
+            self._wanted[parsed[0]] = parsed
         self._entries: dict[str, _Entry] = {}
         self._issuing: dict[str, _Shared[None]] = {}
         self._semaphore = DeferredSemaphore(max_concurrent)
@@ -540,10 +494,10 @@ class AcmeIssuingService(Service):
         :raises ValueError: (through the Deferred) for an unusable name.
         """
         try:
-            names = parse_server_names(server_name)
-            key = check_server_name(names[0])
+            names = entry_names(server_name)
         except ValueError:
             return fail()
+        key = names[0]
         if len(names) > 1:
             self._wanted[key] = names
         return self._issue(key).subscribe(cancels_operation=True)
@@ -669,8 +623,8 @@ class AcmeIssuingService(Service):
 
     async def _summaries(self) -> dict[str, CertificateSummary | None]:
         if ICertificateSummaries.providedBy(self.cert_store):
-            return await cast(_SummarizingStore, self.cert_store).summaries()
-        entries = await self._store.as_dict()
+            return await ICertificateSummaries(self.cert_store).summaries()
+        entries = await self.cert_store.as_dict()
         return {key: summarize(objects) for key, objects in entries.items()}
 
     async def _run_check(self) -> None:
@@ -1122,7 +1076,7 @@ class AcmeIssuingService(Service):
         ]
         if not certificates:
             raise ValueError("The CA's answer holds no certificate")
-        await self._store.store(key, [_key_object(private_key), *certificates])
+        await self.cert_store.store(key, [_key_object(private_key), *certificates])
         leaf = x509.load_pem_x509_certificate(certificates[0].as_bytes())
         return CertificateSummary.from_certificate(leaf)
 
@@ -1222,7 +1176,7 @@ class AcmeIssuingService(Service):
         if get is None:
             return None
         try:
-            objects = await cast(_TypedStore, self.cert_store).get(key)
+            objects = await self.cert_store.get(key)
         except KeyError:
             return None
         except CancelledError:

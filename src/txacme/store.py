@@ -11,8 +11,8 @@ each entry's private key, certificate and issuer chain.
 * :func:`load_or_create_client_key`: the ACME account key kept beside the
   certificates, as txacme 0.9's endpoints kept it.
 
-Both stores also provide :class:`ICertificateSummaries`: what the service
-needs to know of every entry (names and validity), without parsing or
+Both stores also provide :class:`~txacme.interfaces.ICertificateSummaries`:
+what the service needs to know of every entry (names and validity), without parsing or
 holding the keys and chains, so that a store of 100,000 entries is checked
 in seconds and in little memory.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -39,9 +38,10 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from txacme.interfaces import ICertificateStore
+from txacme._names import check_server_name
+from txacme.interfaces import ICertificateStore, ICertificateSummaries
 from txacme.util import generate_private_key
 
 __all__ = [
@@ -137,29 +137,6 @@ class CertificateSummary:
         return (self.not_after - self.not_before).total_seconds()
 
 
-class ICertificateSummaries(Interface):
-    """
-    A certificate store that can summarize its entries cheaply: an optional
-    companion of :class:`~txacme.interfaces.ICertificateStore`, which
-    :class:`~txacme.service.AcmeIssuingService` uses instead of
-    :meth:`~txacme.interfaces.ICertificateStore.as_dict` when a store
-    provides it.
-
-    * :meth:`summaries` MUST name the same entries as ``as_dict``.
-    * It SHOULD NOT hold every entry's PEM objects in memory at once, and
-      SHOULD NOT block the reactor for long.
-    """
-
-    def summaries():  # type: ignore[no-untyped-def]
-        """
-        Summarize every entry.
-
-        :returns: A Deferred firing with a dict mapping each server name to
-            the :class:`CertificateSummary` of its first certificate, or to
-            ``None`` for an entry without a (readable) certificate.
-        """
-
-
 def _leaf_certificate(objects: Iterable[pem.AbstractPEMObject]) -> bytes | None:
     for obj in objects:
         if isinstance(obj, pem.Certificate):
@@ -227,28 +204,6 @@ def _summarize_block(block: bytes | None) -> CertificateSummary | None:
     except ValueError:
         return None
     return CertificateSummary.from_certificate(certificate)
-
-
-def check_server_name(server_name: str) -> str:
-    """
-    Check that ``server_name`` can key an entry: a non-empty name that
-    cannot escape a store's directory.
-
-    :returns: ``server_name``.
-    :raises ValueError: If it is empty, starts with a dot, or holds a path
-        separator or a NUL.
-    """
-    if (
-        not isinstance(server_name, str)
-        or not server_name
-        or server_name.startswith(".")
-        or "/" in server_name
-        or "\\" in server_name
-        or "\0" in server_name
-        or len(server_name.encode("utf-8")) > 250
-    ):
-        raise ValueError(f"Not usable as a store entry's name: {server_name!r}")
-    return server_name
 
 
 def _as_directory(path: PathLike) -> str:
@@ -395,7 +350,6 @@ class DirectoryStore:
         self.path: FilePath[str] = FilePath(_as_directory(path))
         self._directory = self.path.path
         self._reactor = reactor
-        self._cleanup_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<DirectoryStore {self._directory!r}>"
@@ -508,7 +462,7 @@ class DirectoryStore:
     def summaries(self) -> Deferred[dict[str, CertificateSummary | None]]:
         """
         Summarize every entry, parsing only each file's first certificate
-        (see :class:`ICertificateSummaries`).
+        (see :class:`~txacme.interfaces.ICertificateSummaries`).
 
         :returns: A Deferred firing with a dict mapping server names to
             summaries (``None`` for an entry without a certificate).

@@ -249,6 +249,9 @@ def check_directory_url_type(url: object) -> None:
 def const(value: _T) -> Callable[..., _T]:
     """
     A function that ignores its arguments and returns ``value``.
+
+    Kept from txacme 0.9, whose callback chains used it; txacme itself no
+    longer does (it is written with ``async def``).
     """
 
     def constant(*args: object, **kwargs: object) -> _T:
@@ -261,6 +264,9 @@ def tap(function: Callable[..., object]) -> Callable[..., _T]:
     """
     Wrap ``function`` as a callback that calls it with the result and passes
     the result on unchanged.
+
+    Kept from txacme 0.9, whose callback chains used it; txacme itself no
+    longer does (it is written with ``async def``).
     """
 
     def tapped(result: _T, *args: object, **kwargs: object) -> _T:

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
 from txacme._headers import first_header, parse_retry_after
+from txacme._names import canonical_name
 from txacme._types import HTTPResponse as Response
 from txacme.errors import MalformedResponse, NotOffered
 from txacme.jws import JSON_CONTENT_TYPE, Answer, JWSClient, Signer, response_links
@@ -160,12 +161,7 @@ def required_url(directory: messages.Directory, name: str) -> str:
 
 def normalize(typ: str, value: str) -> str:
     """An identifier's value in the form CAs compare (RFC 8738 for IPs)."""
-    if typ == messages.IDENTIFIER_IP.name:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            return value
-    return value.lower().rstrip(".")
+    return canonical_name(value)
 
 
 def identifier_key(
