@@ -31,7 +31,8 @@ from tests.integration.pebble import (
     resolve_a,
     resolve_aaaa,
 )
-from txacme.testing.pebble import _ephemeral_range_start, free_ports
+from txacme.testing._processes import _ephemeral_range_start
+from txacme.testing.pebble import free_ports
 
 
 def _alive(pid: int) -> bool:
