@@ -328,13 +328,16 @@ class JudgeTests(TestCase):
         """
         The report names the failures and the excluded tests that pass,
         and ends with the summary line ``.ci/run`` adds up: excluded tests
-        are the skipped, and stale exclusions count as one failure.
+        counted apart from the skipped (none), and stale exclusions count as
+        one failure.
         """
         lines = report(
             judge(self.OUTCOMES, self.EXCLUSIONS),
             {"txacme.a.b": True, "txacme.c": False},
         )
-        self.assertEqual(lines[-1], "compat093: 1 passed, 5 failed, 2 skipped")
+        self.assertEqual(
+            lines[-1], "compat093: 1 passed, 5 failed, 0 skipped, 2 excluded"
+        )
         text = "\n".join(lines)
         self.assertIn("test_c.T.test_fixed (tls-sni-01)", text)
         self.assertIn("  test_a.T.test_fail: failure: E: x", text)
@@ -344,7 +347,9 @@ class JudgeTests(TestCase):
         assert pattern is not None
         self.assertIn("compat093", pattern.group(1).split("|"))
         self.assertRegex(
-            lines[-1], "^compat093: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$"
+            lines[-1],
+            "^compat093: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped, "
+            "[0-9]+ excluded$",
         )
 
 
@@ -411,7 +416,7 @@ class ExtractTests(TemporaryTestCase):
         self.assertIn("could not prepare the tests", errors.getvalue())
         self.assertEqual(
             output.getvalue().splitlines()[-1],
-            "compat093: 0 passed, 1 failed, 0 skipped",
+            "compat093: 0 passed, 1 failed, 0 skipped, 0 excluded",
         )
 
     def test_checks_the_digest(self) -> None:

@@ -37,8 +37,8 @@ failure.  Excluded tests run too; one that passes is reported, so that the
 list stays honest, but does not fail the run.  An exclusion or a deferred
 import that matches nothing is an error of this tool's lists.
 
-The last line is ``compat093: N passed, N failed, N skipped``, where
-*skipped* counts the excluded tests; the exit status is 0 only if no test
+The last line is ``compat093: N passed, N failed, 0 skipped, N excluded``
+(no test of the suite is skipped: each runs, or is excluded by the list); the exit status is 0 only if no test
 that is not excluded failed.  Naming tests (``test_store``,
 ``test_client.ClientTests``, relative to the package) runs only those.
 """
@@ -583,9 +583,10 @@ def report(verdict: Verdict, deferred_names: Mapping[str, bool]) -> list[str]:
         lines.append(f"compat093: {len(verdict.failed)} tests FAILED:")
         lines.extend(f"  {test}: {detail}" for test, detail in verdict.failed)
     failed = len(verdict.failed) + (1 if verdict.stale else 0)
-    skipped = len(verdict.excluded) + len(verdict.excluded_passing)
+    excluded = len(verdict.excluded) + len(verdict.excluded_passing)
     lines.append(
-        f"compat093: {len(verdict.passed)} passed, {failed} failed, {skipped} skipped"
+        f"compat093: {len(verdict.passed)} passed, {failed} failed, 0 skipped, "
+        f"{excluded} excluded"
     )
     return lines
 
@@ -594,7 +595,7 @@ def report(verdict: Verdict, deferred_names: Mapping[str, bool]) -> list[str]:
 
 
 #: The summary line of a run that could not judge any test.
-NOTHING_JUDGED = "compat093: 0 passed, 1 failed, 0 skipped"
+NOTHING_JUDGED = "compat093: 0 passed, 1 failed, 0 skipped, 0 excluded"
 
 
 def run(work: Path, sdist: Path | None, tests: Sequence[str]) -> int:
