@@ -39,8 +39,9 @@ import that matches nothing is an error of this tool's lists.
 
 The last line is ``compat093: N passed, N failed, 0 skipped, N excluded``
 (no test of the suite is skipped: each runs, or is excluded by the list);
-the exit status is 0 only if no test that is not excluded failed.  Naming tests (``test_store``,
-``test_client.ClientTests``, relative to the package) runs only those.
+the exit status is 0 only if no test that is not excluded failed.  Naming
+tests (``test_store``, ``test_client.ClientTests``, relative to the package)
+runs only those.
 """
 
 from __future__ import annotations
