@@ -763,6 +763,19 @@ class IssuanceTests(AcmeTestCase):
         self.assertEqual(self.server.request_counts()["certificate"], before + 1)
         self.assertEqual([c.body for c in chain], list(certr.chain))
 
+    def test_fetch_chain_without_url(self) -> None:
+        """
+        A certificate resource without URL has no chain, as in txacme 0.9:
+        nothing is requested.
+        """
+        client = self.registered_client()
+        before = len(self.server.requests)
+        chain = self.successResultOf(
+            client.fetch_chain(messages.CertificateResource(body=b"", authzrs=()))
+        )
+        self.assertEqual(chain, [])
+        self.assertEqual(len(self.server.requests), before)
+
     def test_fetch_chain_too_long(self) -> None:
         """A chain longer than ``max_length`` is an acme ClientError."""
         self.server = self.make_server(chain_length=3)

@@ -815,7 +815,8 @@ class Client:
 
         RFC 8555 delivers the chain with the certificate: for a resource
         from :meth:`request_issuance` no request is made; for any other, the
-        certificate URL is downloaded again.
+        certificate URL is downloaded again (a resource without URL has no
+        chain, as in txacme 0.9).
 
         :param certr: The certificate resource.
         :param max_length: The most issuer certificates accepted.
@@ -827,6 +828,9 @@ class Client:
         """
         if isinstance(certr, CertificateChainResource) and certr.fullchain_pem:
             chain = list(certr.chain)
+        elif certr.uri is None:
+            # Nowhere to fetch it from: no chain, as in txacme 0.9.
+            chain = []
         else:
             answer, downloaded = await certificates.download_chain(
                 self._session, self._account(), certr.uri
