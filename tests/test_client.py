@@ -40,6 +40,7 @@ from txacme.errors import (
     MalformedResponse,
     TermsOfServiceNotAgreed,
 )
+from txacme.jws import RetryPolicy
 from txacme.messages import CertificateChainResource, CertificateRequest
 from txacme.util import csr_for_names, generate_private_key
 
@@ -98,19 +99,21 @@ class FromURLTests(AcmeTestCase):
     def test_broken_directories(self) -> None:
         """
         A directory served as HTML, as truncated JSON or with the wrong
-        content type fails with MalformedResponse, and the next attempt works.
+        content type (each time it is asked for) fails with
+        MalformedResponse, and the next attempt works.
         """
         for kind in ("html", "truncated-json", "wrong-content-type"):
-            self.server.break_next("directory", kind)
-            failure = self.errorOf(
-                Client.from_url(
-                    self.clock,
-                    self.server.directory_url,
-                    EC_KEY,
-                    jws_client=self.make_jws_client(),
+            self.server.break_next("directory", kind, count=2)
+            made = Client.from_url(
+                self.clock,
+                self.server.directory_url,
+                EC_KEY,
+                jws_client=self.make_jws_client(
+                    retry_policy=RetryPolicy(max_retries=1)
                 ),
-                MalformedResponse,
             )
+            self.clock.advance(60)
+            failure = self.errorOf(made, MalformedResponse)
             self.assertIn("HTTP 200", str(failure))
         self.make_client()
 

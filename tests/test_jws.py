@@ -25,7 +25,9 @@ from txacme.errors import (
 )
 from txacme.jws import JWSClient, RetryPolicy
 
-_NO_JITTER = RetryPolicy(jitter=0.0)
+_NO_JITTER = RetryPolicy(jitter=0.0, first_delay=1.0)
+#: Raise at once: for the tests of the errors themselves.
+_NO_RETRIES = RetryPolicy(max_retries=0)
 _refused: Any = ConnectionRefusedError
 
 
@@ -53,30 +55,56 @@ class NoncePoolTests(AcmeTestCase):
             self.successResultOf(client.request_challenges(fqdn_identifier(name)))
         self.assertEqual(self.server.request_counts()["newNonce"], 1)
 
-    def test_missing_nonce_refetched(self) -> None:
+    def test_missing_nonce_retried(self) -> None:
         """
-        A response without Replay-Nonce is no error: the next request asks
-        ``newNonce`` again.
+        The answer to a signed request without Replay-Nonce is no CA's (RFC
+        8555 §6.5): the request is sent again, with a nonce from
+        ``newNonce``, and succeeds.
         """
-        client = self.registered_client()
+        client = self.registered_client(retry_policy=_NO_JITTER)
         self.server.break_next("authorization", "no-replay-nonce")
-        self.successResultOf(client.request_challenges(fqdn_identifier("a.example")))
-        self.assertEqual(self.server.request_counts()["newNonce"], 0)
-        self.successResultOf(client.request_challenges(fqdn_identifier("b.example")))
+        result = client.request_challenges(fqdn_identifier("a.example"))
+        self.assertNoResult(result)
+        self.clock.advance(1)
+        self.successResultOf(result)
+        self.assertEqual(self.server.request_counts()["authorization"], 2)
         self.assertEqual(self.server.request_counts()["newNonce"], 1)
 
     def test_new_nonce_without_nonce(self) -> None:
-        """A ``newNonce`` answer without a nonce is a MalformedResponse."""
+        """
+        A ``newNonce`` answer without a nonce is retried; when every
+        attempt lacks one, the MalformedResponse names the URL and the
+        content type.
+        """
         self.server.break_next("directory", "no-replay-nonce")
-        client = self.make_client()
-        self.server.break_next("newNonce", "no-replay-nonce")
-        failure = self.errorOf(
-            client.register(
-                messages.NewRegistration.from_data(terms_of_service_agreed=True)
-            ),
-            MalformedResponse,
+        client = self.make_client(retry_policy=RetryPolicy(max_retries=1))
+        self.server.break_next("newNonce", "no-replay-nonce", count=2)
+        result = client.register(
+            messages.NewRegistration.from_data(terms_of_service_agreed=True)
         )
+        self.clock.advance(5)
+        failure = self.errorOf(result, MalformedResponse)
         self.assertIn("Replay-Nonce", str(failure))
+        self.assertIn("new-nonce", str(failure))
+        self.assertIn("HEAD", str(failure))
+        self.assertEqual(self.server.request_counts()["newNonce"], 2)
+
+    def test_new_nonce_failures_retried(self) -> None:
+        """
+        ``newNonce`` failing (503, then 429) is retried within the request's
+        loop; the request then succeeds.
+        """
+        self.server.break_next("directory", "no-replay-nonce")
+        client = self.make_client(retry_policy=_NO_JITTER)
+        self.server.fail_next("newNonce", None, status=503)
+        self.server.fail_next("newNonce", "rateLimited", retry_after=1)
+        result = client.register(
+            messages.NewRegistration.from_data(terms_of_service_agreed=True)
+        )
+        for _ in range(10):
+            self.clock.advance(1)
+        self.successResultOf(result)
+        self.assertEqual(self.server.request_counts()["newNonce"], 3)
 
     def test_bad_nonce_retried(self) -> None:
         """
@@ -129,17 +157,44 @@ class ErrorAnswerTests(AcmeTestCase):
         self.assertIn("no way", str(failure))
 
     def test_wrong_content_type(self) -> None:
-        """A success with an unexpected content type is a MalformedResponse."""
-        client = self.registered_client()
-        self.server.break_next("newOrder", "wrong-content-type")
-        failure = self.errorOf(
-            client.request_challenges(fqdn_identifier("a.example")), MalformedResponse
+        """
+        A success with an unexpected content type (a middlebox's page) is
+        retried; when every attempt gets one, it is a MalformedResponse
+        naming the content types, the request and the attempts.
+        """
+        client = self.registered_client(
+            retry_policy=RetryPolicy(max_retries=2, jitter=0.0)
         )
+        self.server.break_next("newOrder", "wrong-content-type", count=3)
+        result = client.request_challenges(fqdn_identifier("a.example"))
+        for _ in range(10):
+            self.clock.advance(1)
+        failure = self.errorOf(result, MalformedResponse)
         self.assertIn("text/plain", str(failure))
+        self.assertIn("POST https://", str(failure))
+        self.assertIn("3 attempts", str(failure))
+        self.assertEqual(failure.attempts, 3)
+        self.assertTrue(failure.transient)
+
+    def test_middlebox_answers_retried(self) -> None:
+        """
+        A 200 that is an HTML page, or JSON cut short, is retried, and the
+        request then succeeds.
+        """
+        client = self.registered_client(retry_policy=_NO_JITTER)
+        self.server.break_next("newOrder", "html")
+        self.server.break_next("authorization", "truncated-json")
+        result = client.request_challenges(fqdn_identifier("a.example"))
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.successResultOf(result)
 
     def test_truncated_json(self) -> None:
-        """Undecodable JSON is a MalformedResponse; the client stays usable."""
-        client = self.registered_client()
+        """
+        Undecodable JSON in every attempt is a MalformedResponse; the client
+        stays usable.
+        """
+        client = self.registered_client(retry_policy=_NO_RETRIES)
         self.server.break_next("newOrder", "truncated-json")
         self.failureResultOf(
             client.request_challenges(fqdn_identifier("a.example")), MalformedResponse
@@ -167,7 +222,7 @@ class ErrorAnswerTests(AcmeTestCase):
         makes sense.
         """
         client = self.registered_client(
-            retry_policy=RetryPolicy(max_retries=2, jitter=0.0)
+            retry_policy=RetryPolicy(max_retries=2, jitter=0.0, first_delay=1.0)
         )
         self.server.fail_next("newOrder", "serverInternal", status=500, count=5)
         result = client.request_challenges(fqdn_identifier("a.example"))
@@ -176,6 +231,9 @@ class ErrorAnswerTests(AcmeTestCase):
         failure = self.errorOf(result, ServerError)
         self.assertEqual(failure.code, "serverInternal")
         self.assertEqual(failure.retry_after, 4)
+        self.assertEqual(failure.attempts, 3)
+        self.assertIn("(3 attempts)", str(failure))
+        self.assertIn("[POST https://", str(failure))
         self.assertEqual(self.server.request_counts()["newOrder"], 3)
 
     def test_rate_limited_retry_after(self) -> None:
@@ -233,6 +291,17 @@ class ErrorAnswerTests(AcmeTestCase):
         self.assertIn("https://ca.test/terms/v2", str(failure))
 
 
+class _CountingTreq:
+    """A treq client whose every request is refused, counting them."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        self.requests += 1
+        return fail(_refused())
+
+
 class _FailingTreq:
     """A treq client whose requests fail, or never finish."""
 
@@ -256,10 +325,42 @@ class NetworkTests(AcmeTestCase):
     def test_connection_refused(self) -> None:
         """A refused connection is a NetworkError naming the URL."""
         clock = Clock()
-        jws = JWSClient(_FailingTreq(fail(_refused())), EC_KEY, ES256, reactor=clock)
+        jws = JWSClient(
+            _FailingTreq(fail(_refused())),
+            EC_KEY,
+            ES256,
+            reactor=clock,
+            retry_policy=_NO_RETRIES,
+        )
         failure = self.errorOf(jws.get("https://ca.test/directory"), NetworkError)
         self.assertIn("https://ca.test/directory", str(failure))
         self.assertIsInstance(failure.__cause__, ConnectionRefusedError)
+
+    def test_connection_refused_retried(self) -> None:
+        """
+        A request that got no answer is sent again after the policy's
+        backoff; the last NetworkError says how many attempts were made.
+        """
+        clock = Clock()
+        treq = _CountingTreq()
+        jws = JWSClient(
+            treq,
+            EC_KEY,
+            ES256,
+            reactor=clock,
+            retry_policy=RetryPolicy(max_retries=3, jitter=0.0, first_delay=1.0),
+        )
+        result = jws.get("https://ca.test/directory")
+        self.assertEqual(treq.requests, 1)
+        clock.advance(1)
+        self.assertEqual(treq.requests, 2)
+        clock.advance(2)
+        self.assertEqual(treq.requests, 3)
+        clock.advance(4)
+        failure = self.errorOf(result, NetworkError)
+        self.assertEqual(treq.requests, 4)
+        self.assertEqual(failure.attempts, 4)
+        self.assertIn("4 attempts", str(failure))
 
     def test_timeout(self) -> None:
         """
@@ -268,7 +369,9 @@ class NetworkTests(AcmeTestCase):
         """
         clock = Clock()
         treq = _FailingTreq(None)
-        jws = JWSClient(treq, EC_KEY, ES256, reactor=clock, timeout=30)
+        jws = JWSClient(
+            treq, EC_KEY, ES256, reactor=clock, timeout=30, retry_policy=_NO_RETRIES
+        )
         result = jws.get("https://ca.test/directory")
         clock.advance(29)
         self.assertNoResult(result)

@@ -74,7 +74,7 @@ _NEW_P384_KEY = generate_private_key("p384")
 _NEW_RSA_KEY = generate_private_key("rsa")
 _EAB_KEY_ID = "kid-1"
 _EAB_HMAC = b"an external account MAC key of 32"
-_NO_JITTER = RetryPolicy(jitter=0.0)
+_NO_JITTER = RetryPolicy(jitter=0.0, first_delay=1.0)
 _PROFILES = {
     "classic": "The profile of old",
     "shortlived": "Six-day certificates",
@@ -1732,7 +1732,7 @@ class TransientErrorTests(_NativeTestCase):
         backoff as its ``retry_after``.
         """
         client = self.registered_client(
-            retry_policy=RetryPolicy(max_retries=2, jitter=0.0)
+            retry_policy=RetryPolicy(max_retries=2, jitter=0.0, first_delay=1.0)
         )
         self.server.fail_next("newOrder", "rateLimited", count=3)
         result = client.new_order(["a.example"])

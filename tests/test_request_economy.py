@@ -24,6 +24,7 @@ from zope.interface.verify import verifyObject
 
 from tests.support import EC_KEY, AcmeTestCase, TestCase
 from txacme._client import _CachedTLSPolicy
+from txacme._signing import flattened_jws
 from txacme.challenges import HTTP01Responder
 from txacme.client import (
     Client,
@@ -32,7 +33,7 @@ from txacme.client import (
     issue_certificate,
 )
 from txacme.errors import NetworkError
-from txacme.jws import _flattened_jws
+from txacme.jws import RetryPolicy
 from txacme.util import csr_for_names, generate_private_key
 
 _CERT_KEY = generate_private_key("p256")
@@ -189,8 +190,15 @@ class NonceWaitTests(AcmeTestCase):
     def test_failed_request_hands_over(self) -> None:
         """
         When the request in flight fails without an answer, the waiting
-        request asks ``newNonce`` and goes on.
+        request asks ``newNonce`` and goes on.  (Without retries here: the
+        failed request would be sent again otherwise.)
         """
+        self.held.holding = False
+        self.client = self.make_client_on(
+            self.held, retry_policy=RetryPolicy(max_retries=0)
+        )
+        self.held.release_all()
+        self.held.holding = True
         first = self.client.new_order(["a.example"])
         second = self.client.new_order(["b.example"])
         self.assertEqual(self.held.in_flight, 1)
@@ -362,7 +370,7 @@ class FlattenedJWSTests(TestCase):
             for kid in (None, "https://acme.example/account/1"):
                 for nonce in (b"0123456789abcdef", None):
                     ours = json.loads(
-                        _flattened_jws(b'{"a":1}', key, alg, nonce, "https://u", kid)
+                        flattened_jws(b'{"a":1}', key, alg, nonce, "https://u", kid)
                     )
                     theirs = json.loads(
                         acme_jws.JWS.sign(
@@ -386,5 +394,5 @@ class FlattenedJWSTests(TestCase):
     def test_key_not_for_alg(self) -> None:
         """A key of another type than the algorithm's is refused."""
         self.assertRaises(
-            TypeError, _flattened_jws, b"", EC_KEY, RS256, None, "https://u", None
+            TypeError, flattened_jws, b"", EC_KEY, RS256, None, "https://u", None
         )

@@ -109,8 +109,11 @@ async def not_authorized(client: Client) -> None:
 
 
 async def not_acme(clock: Clock, server: MemoryAcmeServer) -> None:
-    """An answer that is not RFC 8555 (here HTML): MalformedResponse."""
-    server.break_next("directory", "html")
+    """
+    An answer that is not RFC 8555 (here HTML, as a captive portal sends)
+    is retried; when every attempt gets one: MalformedResponse.
+    """
+    server.break_next("directory", "html", count=6)
     try:
         await connect(clock, server)
     except MalformedResponse as error:

@@ -240,7 +240,10 @@ async def finalize_order(
     An order whose authorizations were all last seen valid is finalized at
     once rather than read first (it is ready, §7.1.6): one request less
     per certificate.  Otherwise the order is read and, while pending with
-    every authorization valid, waited for.
+    every authorization valid, waited for.  An ``orderNotReady`` answer to
+    the finalization of an order the CA is already processing (or has
+    issued: a finalize sent again after its answer was lost) is not an
+    error: the order is waited for and its certificate fetched.
 
     :returns: The valid order, with its certificate URL.
     :raises AuthorizationsNotValid: If it is not ready for want of
@@ -256,8 +259,13 @@ async def finalize_order(
         except ServerError as error:
             if error.code != "orderNotReady":
                 raise
-            # The server has not caught up: read the order, go on below.
+            # The server has not caught up, or (sent again after a lost
+            # answer) has finalized already: read the order, go on below.
             orderr, retry_after = await client.refresh_order(orderr)
+            submitted = orderr.body.status in (
+                messages.STATUS_PROCESSING,
+                messages.STATUS_VALID,
+            )
         else:
             submitted = True
     elif orderr.body.status == messages.STATUS_PENDING:
@@ -273,9 +281,18 @@ async def finalize_order(
         try:
             orderr, retry_after = await client.send_csr(orderr, csr)
         except ServerError as error:
-            if error.code == "orderNotReady":
+            if error.code != "orderNotReady":
+                raise
+            # Sent again after a lost answer, a finalize finds the order
+            # already processing or valid: read it, and go on from there.
+            orderr, retry_after = await client.refresh_order(orderr)
+            if orderr.body.status == messages.STATUS_PENDING:
                 await _raise_for_authorizations(client, orderr)
-            raise
+            if orderr.body.status not in (
+                messages.STATUS_PROCESSING,
+                messages.STATUS_VALID,
+            ):
+                raise
         submitted = True
     if submitted:
         # "ready" again right after finalize: the server has not started.

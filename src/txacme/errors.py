@@ -58,6 +58,18 @@ __all__ = [
 ]
 
 
+def _request_context(
+    method: str | None, url: str | None, attempts: int | None
+) -> list[str]:
+    """The request an error answered, and its attempts, for messages."""
+    parts = []
+    if method is not None and url is not None:
+        parts.append(f"[{method} {url}]")
+    if attempts is not None and attempts > 1:
+        parts.append(f"({attempts} attempts)")
+    return parts
+
+
 def _describe_identifier(identifier: messages.Identifier | None) -> str:
     if identifier is None:
         return "<no identifier>"
@@ -83,7 +95,15 @@ class ServerError(Exception):
         ``None`` otherwise.
     :ivar retry_at: The POSIX time (of the client's clock) after which a
         retry makes sense, when ``retry_after`` is known.
+    :ivar method: The HTTP method of the request, when known.
+    :ivar url: The URL requested, when known.
+    :ivar attempts: How many times the request was sent (retries included),
+        when known.
     """
+
+    method: str | None = None
+    url: str | None = None
+    attempts: int | None = None
 
     def __init__(
         self,
@@ -123,6 +143,7 @@ class ServerError(Exception):
             parts.append(f"(HTTP {self.status})")
         if self.retry_after is not None:
             parts.append(f"(retry after {self.retry_after:g} s)")
+        parts.extend(_request_context(self.method, self.url, self.attempts))
         return " ".join(parts)
 
 
@@ -249,17 +270,37 @@ class MalformedResponse(acme_errors.ClientError):
 
     :ivar reason: What was wrong, in words.
     :ivar response: The HTTP response, if one was received.
+    :ivar transient: Whether the answer looks like a passing fault of the
+        network rather than the CA's (a success answer without a nonce, of
+        another content type, or with a cut JSON body: what a middlebox or
+        a captive portal sends); the transport retries those.
+    :ivar method: The HTTP method of the request, when known.
+    :ivar url: The URL requested, when known.
+    :ivar attempts: How many times the request was sent, when known.
     """
 
-    def __init__(self, reason: str, response: IResponse | None = None) -> None:
+    method: str | None = None
+    url: str | None = None
+    attempts: int | None = None
+
+    def __init__(
+        self,
+        reason: str,
+        response: IResponse | None = None,
+        *,
+        transient: bool = False,
+    ) -> None:
         super().__init__(reason, response)
         self.reason = reason
         self.response = response
+        self.transient = transient
 
     def __str__(self) -> str:
-        if self.response is None:
-            return self.reason
-        return f"{self.reason} (HTTP {self.response.code})"
+        parts = [self.reason]
+        if self.response is not None:
+            parts.append(f"(HTTP {self.response.code})")
+        parts.extend(_request_context(self.method, self.url, self.attempts))
+        return " ".join(parts)
 
 
 class NetworkError(acme_errors.ClientError):
@@ -270,7 +311,11 @@ class NetworkError(acme_errors.ClientError):
     :ivar method: The HTTP method.
     :ivar url: The URL requested.
     :ivar reason: What went wrong, in words.
+    :ivar attempts: How many times the request was sent (retries included),
+        when known.
     """
+
+    attempts: int | None = None
 
     def __init__(self, method: str, url: str, reason: str) -> None:
         super().__init__(method, url, reason)
@@ -279,7 +324,10 @@ class NetworkError(acme_errors.ClientError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.method} {self.url} failed: {self.reason}"
+        text = f"{self.method} {self.url} failed: {self.reason}"
+        if self.attempts is not None and self.attempts > 1:
+            text += f" ({self.attempts} attempts)"
+        return text
 
 
 class ChainTooLong(acme_errors.ClientError):

@@ -27,6 +27,7 @@ from txacme._polling import Deadline, finalize_order, poll_authorization
 from txacme._protocol._common import as_csr, csr_identifiers, gather
 from txacme.errors import NoSupportedChallenges
 from txacme.interfaces import IResponder, IssuingClient
+from txacme.jws import retry_budget
 
 __all__ = [
     "answer_challenge",
@@ -211,7 +212,9 @@ async def issue_certificate(
     also when something fails or the call is cancelled.
 
     Every wait (authorizations being validated, the order being processed)
-    runs on ``clock``, against one deadline ``timeout`` seconds away.
+    runs on ``clock``, against one deadline ``timeout`` seconds away; the
+    retries of all its requests share one budget
+    (:attr:`~txacme.jws.RetryPolicy.max_issuance_retries`).
 
     :param client: The ACME client (any
         :class:`~txacme.interfaces.IssuingClient`), registered.
@@ -233,8 +236,30 @@ async def issue_certificate(
     :raises PollTimeout: If the CA had not validated and issued by the
         deadline.
     """
-    request = as_csr(csr)
-    deadline = Deadline(clock, client.policy.timeout if timeout is None else timeout)
+    with retry_budget():
+        return await _issue(
+            client,
+            clock,
+            as_csr(csr),
+            responders,
+            preferred_chain,
+            profile,
+            replaces,
+            Deadline(clock, client.policy.timeout if timeout is None else timeout),
+        )
+
+
+async def _issue(
+    client: IssuingClient,
+    clock: IReactorTime,
+    request: x509.CertificateSigningRequest,
+    responders: Sequence[IResponder],
+    preferred_chain: str | None,
+    profile: str | None,
+    replaces: str | x509.Certificate | None,
+    deadline: Deadline,
+) -> str:
+    """:func:`issue_certificate`, within its retry budget."""
     orderr = await client.new_order(
         csr_identifiers(request), profile=profile, replaces=replaces
     )

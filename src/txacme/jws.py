@@ -10,40 +10,35 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from random import Random
 from typing import TYPE_CHECKING, Any, cast
 
-from acme import messages
 from attrs import field, frozen, validators
-from josepy.b64 import b64decode, b64encode
-from josepy.errors import DeserializationError
 from josepy.interfaces import JSONDeSerializable
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from txacme import __version__
+from txacme._answers import (
+    decode_json,
+    describe_failure,
+    response_nonce,
+    server_error,
+)
 from txacme._deferred import deferred_async
-from txacme._headers import first_header, media_type, parse_links, parse_retry_after
+from txacme._headers import first_header, media_type
+from txacme._signing import RequestBody, encode_payload, flattened_jws
 from txacme._types import HTTPResponse as _Response
 from txacme._types import TreqClient
-from txacme.errors import (
-    AccountDoesNotExist,
-    ExternalAccountRequired,
-    MalformedResponse,
-    NetworkError,
-    RateLimited,
-    ServerError,
-    UserActionRequired,
-)
+from txacme.errors import MalformedResponse, NetworkError, ServerError
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -53,8 +48,10 @@ __all__ = [
     "PEM_CHAIN_TYPE",
     "Answer",
     "JWSClient",
+    "RetryBudget",
     "RetryPolicy",
     "Signer",
+    "retry_budget",
 ]
 
 JSON_CONTENT_TYPE = "application/json"
@@ -78,19 +75,38 @@ _log = Logger()
 @frozen
 class RetryPolicy:
     """
-    When the transport retries a request that failed for a passing reason:
-    a ``rateLimited`` or ``serverInternal`` problem, or an HTTP 429, 500,
-    502, 503 or 504 answer.
+    When the transport sends a request again.  Every ACME request is
+    retried, re-signed with a fresh nonce, after a passing fault:
+
+    * no answer: the connection was refused, reset or closed before or
+      during the answer, TLS failed, or nothing came within the timeout;
+    * an error a CA sends when busy: ``rateLimited`` or ``serverInternal``,
+      or an HTTP 429, 500, 502, 503 or 504 without an ACME problem type;
+    * a success answer no RFC 8555 server sends (§6.5): a signed request's
+      answer without a ``Replay-Nonce``, of another content type (an HTML
+      page), or with a cut JSON body: what a middlebox or captive portal
+      sends.
+
+    (``badNonce`` is retried at once, and counted apart: see
+    :class:`JWSClient`.)  Repeating is safe in ACME: a repeated
+    ``newAccount`` finds the account, a repeated ``newOrder`` makes a
+    harmless twin, a challenge POST answers its current state, and the
+    client knows what a repeated ``finalize`` means (the order is already
+    processing or valid).
 
     The server's ``Retry-After`` wins; without one the n-th retry (from 0)
     waits ``first_delay * factor ** n`` seconds (at most ``max_delay``),
     spread by ``jitter`` (a fraction) so that many clients do not retry in
     step.  A ``Retry-After`` longer than ``max_retry_after`` is not waited
     for: the error is raised at once, carrying it.  After ``max_retries``
-    retries the last error is raised; its ``retry_after`` says when a retry
-    makes sense.
+    retries of one request, or ``max_issuance_retries`` retries within one
+    issuance (:func:`~txacme.client.issue_certificate`, and so every
+    issuance of :class:`~txacme.service.AcmeIssuingService`), the last
+    error is raised; its ``retry_after`` says when a retry makes sense.
 
     :ivar max_retries: Retries of one request; 0 disables retrying.
+    :ivar max_issuance_retries: Retries of all the requests of one
+        issuance together.
     :ivar first_delay: Seconds before the first retry.
     :ivar factor: Growth of each later delay.
     :ivar max_delay: The ceiling of a computed delay.
@@ -99,19 +115,27 @@ class RetryPolicy:
     :ivar random: The source of the jitter.
     """
 
-    max_retries: int = field(default=3, validator=validators.ge(0))
-    first_delay: float = field(default=1.0, validator=validators.ge(0))
+    max_retries: int = field(default=5, validator=validators.ge(0))
+    max_issuance_retries: int = field(default=40, validator=validators.ge(0))
+    first_delay: float = field(default=0.5, validator=validators.ge(0))
     factor: float = field(default=2.0, validator=validators.ge(1))
     max_delay: float = field(default=30.0, validator=validators.ge(0))
     max_retry_after: float = field(default=60.0, validator=validators.ge(0))
     jitter: float = field(default=0.25, validator=[validators.ge(0), validators.le(1)])
     random: Random = field(factory=Random, eq=False, repr=False)
 
-    def is_transient(self, error: ServerError) -> bool:
-        """Whether ``error`` is worth retrying."""
-        return error.code in _TRANSIENT_CODES or (
-            error.code is None and error.status in _TRANSIENT_STATUSES
-        )
+    def is_transient(self, error: BaseException) -> bool:
+        """
+        Whether ``error`` is worth retrying: a passing error of the CA, a
+        request without answer, or a middlebox's answer.
+        """
+        if isinstance(error, ServerError):
+            return error.code in _TRANSIENT_CODES or (
+                error.code is None and error.status in _TRANSIENT_STATUSES
+            )
+        if isinstance(error, NetworkError):
+            return True
+        return isinstance(error, MalformedResponse) and error.transient
 
     def backoff(self, retries: int) -> float:
         """The delay before retry number ``retries + 1``, with jitter."""
@@ -122,6 +146,60 @@ class RetryPolicy:
 
 _TRANSIENT_CODES = frozenset({"rateLimited", "serverInternal"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class RetryBudget:
+    """
+    The retries left to the requests of one operation (an issuance),
+    shared by them whatever client or transport sends them.  Made by
+    :func:`retry_budget`; the transport takes its size from its
+    :attr:`RetryPolicy.max_issuance_retries` at the first retry.
+
+    :ivar used: Retries taken so far.
+    :ivar limit: The most retries, once known.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.used = 0
+        self.limit = limit
+
+    def take(self, policy: RetryPolicy) -> bool:
+        """
+        Take one retry, if any is left.
+
+        :returns: Whether one was.
+        """
+        if self.limit is None:
+            self.limit = policy.max_issuance_retries
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+
+_BUDGET: ContextVar[RetryBudget | None] = ContextVar(
+    "txacme_retry_budget", default=None
+)
+
+
+@contextmanager
+def retry_budget(limit: int | None = None) -> Iterator[RetryBudget]:
+    """
+    Share one :class:`RetryBudget` between every request made, in this
+    context, by coroutines started from it (Twisted's coroutines carry
+    their context along), such as one issuance's.
+
+    :param limit: The most retries; by default the
+        :attr:`RetryPolicy.max_issuance_retries` of the transport that
+        retries first.
+    :returns: A context manager giving the budget.
+    """
+    budget = RetryBudget(limit)
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
 
 
 @frozen
@@ -303,13 +381,13 @@ class JWSClient:
         :raises NetworkError: When no answer came.
         """
         call = self._call(nonce_url, clock)
-        data = payload if isinstance(payload, bytes) else _encode_payload(payload)
+        data = payload if isinstance(payload, bytes) else encode_payload(payload)
         headers = {b"content-type": JOSE_JSON.encode("ascii")}
         if accept is not None:
             headers[b"accept"] = accept.encode("ascii")
 
         def sign(nonce: bytes | None) -> bytes:
-            return _flattened_jws(data, signer.key, signer.alg, nonce, url, signer.kid)
+            return flattened_jws(data, signer.key, signer.alg, nonce, url, signer.kid)
 
         response, body = await self._exchange(
             call, "POST", url, content_type, headers, sign
@@ -414,7 +492,7 @@ class JWSClient:
         async def exchange() -> tuple[_Response, bytes]:
             kwargs: dict[str, Any] = {"headers": request_headers}
             if data is not None:
-                kwargs["data"] = _RequestBody(data)
+                kwargs["data"] = RequestBody(data)
             response: _Response = await self._treq.request(method, url, **kwargs)
             body = await response.content() if read_body else b""
             return response, body
@@ -437,7 +515,7 @@ class JWSClient:
                 ) from None
             raise
         except Exception as error:
-            raise NetworkError(method, url, _describe_failure(error)) from error
+            raise NetworkError(method, url, describe_failure(error)) from error
         finally:
             if delayed is not None and delayed.active():
                 delayed.cancel()
@@ -448,26 +526,48 @@ class JWSClient:
         response: _Response,
         body: bytes,
         content_type: str | None,
+        signed: bool,
     ) -> None:
         """
-        Raise for error answers and unexpected content types.
+        Raise for error answers, and for success answers no RFC 8555 server
+        sends (§6.5: a middlebox's or a captive portal's).
 
         :param content_type: The media type expected for a successful answer,
             or ``None`` to accept any.
+        :param signed: Whether the request was a signed POST, whose answer
+            must carry a nonce.
         :raises ServerError: For a problem document or an error status.
-        :raises MalformedResponse: For a success with the wrong content type.
+        :raises MalformedResponse: (``transient``) For a success without a
+            nonce, with another content type, or with undecodable JSON.
         """
         received = media_type(first_header(response, b"content-type"))
         if received == JSON_ERROR_CONTENT_TYPE or response.code >= 400:
-            raise _server_error(response, body, received, call.seconds)
+            raise server_error(response, body, received, call.seconds)
         if content_type is not None and received != content_type:
             raise MalformedResponse(
-                f"Expected content type {content_type!r}, got {received!r}", response
+                f"Expected content type {content_type!r}, got {received!r}"
+                + _snippet(body),
+                response,
+                transient=True,
             )
+        if signed and response_nonce(response) is None:
+            raise MalformedResponse(
+                "The answer to a signed request has no Replay-Nonce (RFC 8555 "
+                "§6.5): not the CA's",
+                response,
+                transient=True,
+            )
+        if content_type == JSON_CONTENT_TYPE:
+            try:
+                json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise MalformedResponse(
+                    f"Undecodable JSON body: {error}", response, transient=True
+                ) from error
 
     def _pool_nonce(self, response: _Response) -> None:
         """Take the ``Replay-Nonce`` of a response into the pool."""
-        self._keep_nonce(_response_nonce(response))
+        self._keep_nonce(response_nonce(response))
 
     def _keep_nonce(self, nonce: bytes | None) -> None:
         """
@@ -536,13 +636,21 @@ class JWSClient:
                 "has none, or none was given)"
             )
         response, _ = await self._request(call, "HEAD", call.nonce_url, read_body=False)
+        received = media_type(first_header(response, b"content-type"))
         if response.code >= 400:
-            raise _server_error(response, b"", None, call.seconds)
-        nonce = _response_nonce(response)
+            error = server_error(response, b"", received, call.seconds)
+            error.method, error.url = "HEAD", call.nonce_url
+            raise error
+        nonce = response_nonce(response)
         if nonce is None:
-            raise MalformedResponse(
-                "The newNonce response has no (valid) Replay-Nonce header", response
+            malformed = MalformedResponse(
+                "The newNonce answer has no valid Replay-Nonce header (content "
+                f"type {received or 'none'})",
+                response,
+                transient=True,
             )
+            malformed.method, malformed.url = "HEAD", call.nonce_url
+            raise malformed
         return nonce
 
     # -- requests -------------------------------------------------------------
@@ -557,96 +665,132 @@ class JWSClient:
         sign: Callable[[bytes | None], bytes] | None = None,
     ) -> tuple[_Response, bytes]:
         """
-        One checked request, retried after ``badNonce`` (signed requests
-        only, at once, with the nonce from the error) and after transient
-        errors (after a delay from :attr:`retry_policy`).
+        One checked request, sent again after ``badNonce`` (signed requests
+        only, at once, with the nonce the error brought) and after passing
+        faults (:class:`RetryPolicy`: after a delay, re-signed with a fresh
+        nonce).  Getting a nonce is part of the loop: a ``newNonce`` that
+        fails is retried as the request is.
 
         :param sign: For a signed request, builds the body from a nonce.
+        :raises ServerError: For an error answer not retried, or the last.
+        :raises MalformedResponse: For the last of the middlebox answers, or
+            a success answer that breaks RFC 8555 otherwise.
+        :raises NetworkError: When the last attempt got no answer.
         """
-        nonce = await self._get_nonce(call) if sign is not None else None
+        retries = 0
         bad_nonces = 0
-        transient = 0
+        attempts = 0
+        nonce: bytes | None = None
         while True:
-            data = sign(nonce) if sign is not None else None
-            if sign is not None:
-                self._in_flight += 1
             try:
-                response, body = await self._request(
-                    call, method, url, headers=headers, data=data
+                if sign is not None and nonce is None:
+                    nonce = await self._get_nonce(call)
+                attempts += 1
+                response, body = await self._send(
+                    call, method, url, headers, sign, nonce
                 )
-            except BaseException:
-                if sign is not None:
-                    self._in_flight -= 1
-                    self._nonce_lost()
-                raise
-            if sign is not None:
-                self._in_flight -= 1
-            fresh = _response_nonce(response)
-            try:
-                self._check_response(call, response, body, content_type)
-            except ServerError as error:
-                if (
-                    sign is not None
-                    and error.code == "badNonce"
-                    and bad_nonces < self.max_nonce_retries
-                ):
-                    bad_nonces += 1
-                    _log.debug(
-                        "badNonce for {url}, retry {count}", url=url, count=bad_nonces
+                nonce = None
+                fresh = response_nonce(response)
+                try:
+                    self._check_response(
+                        call, response, body, content_type, sign is not None
                     )
-                    if fresh is None:
-                        self._nonce_lost()
-                        nonce = await self._get_nonce(call)
-                    else:
+                except ServerError as error:
+                    if (
+                        sign is not None
+                        and error.code == "badNonce"
+                        and bad_nonces < self.max_nonce_retries
+                    ):
+                        bad_nonces += 1
+                        attempts -= 1
+                        _log.debug(
+                            "badNonce for {url}, retry {count}",
+                            url=url,
+                            count=bad_nonces,
+                        )
+                        # Retry at once, with the nonce the error brought.
+                        if fresh is None:
+                            self._nonce_lost()
                         nonce = fresh
-                    continue
-                self._keep_nonce(fresh)
-                delay = self._transient_delay(call, error, transient)
-                if delay is None:
+                        continue
+                    self._keep_nonce(fresh)
                     raise
-                transient += 1
+                except BaseException:
+                    self._keep_nonce(fresh)
+                    raise
+                self._keep_nonce(fresh)
+            except (ServerError, MalformedResponse, NetworkError) as error:
+                delay = self._retry_delay(call, error, retries)
+                if delay is None:
+                    _annotate(error, method, url, attempts)
+                    raise
+                retries += 1
+                nonce = None
                 _log.info(
-                    "{method} {url}: {code} (HTTP {status}); "
-                    "retry {count} in {delay:.1f} s",
+                    "{method} {url}: {reason}; retry {count} in {delay:.1f} s",
                     method=method,
                     url=url,
-                    code=error.code,
-                    status=error.status,
-                    count=transient,
+                    reason=_retry_reason(error),
+                    count=retries,
                     delay=delay,
+                    log_event="txacme.retry",
                 )
-                assert call.clock is not None
+                assert call.clock is not None  # _retry_delay checked.
                 await deferLater(call.clock, delay)
-                if sign is not None:
-                    nonce = await self._get_nonce(call)
                 continue
-            except BaseException:
-                self._keep_nonce(fresh)
-                raise
-            self._keep_nonce(fresh)
             return response, body
 
-    def _transient_delay(
-        self, call: _Call, error: ServerError, retries: int
+    async def _send(
+        self,
+        call: _Call,
+        method: str,
+        url: str,
+        headers: Mapping[bytes, bytes] | None,
+        sign: Callable[[bytes | None], bytes] | None,
+        nonce: bytes | None,
+    ) -> tuple[_Response, bytes]:
+        """Send one attempt, counting a signed one as in flight."""
+        if sign is None:
+            return await self._request(call, method, url, headers=headers)
+        self._in_flight += 1
+        try:
+            answer = await self._request(
+                call, method, url, headers=headers, data=sign(nonce)
+            )
+        except BaseException:
+            self._in_flight -= 1
+            self._nonce_lost()
+            raise
+        self._in_flight -= 1
+        return answer
+
+    def _retry_delay(
+        self,
+        call: _Call,
+        error: ServerError | MalformedResponse | NetworkError,
+        retries: int,
     ) -> float | None:
         """
         The seconds to wait before retrying after ``error``, or ``None`` to
-        raise it.  Sets the error's ``retry_after`` to the policy's backoff
-        when the server gave none, so the caller learns when to try again.
+        raise it.  Sets a passing error's ``retry_after`` to the policy's
+        backoff when the server gave none, so that the caller learns when
+        to try again.
         """
         policy = self.retry_policy
         if not policy.is_transient(error):
             return None
-        backoff = policy.backoff(retries)
-        if error.retry_after is None:
-            error.retry_after = backoff
-            error.retry_at = call.seconds() + backoff
-            delay = backoff
-        else:
+        delay = policy.backoff(retries)
+        if isinstance(error, ServerError):
+            if error.retry_after is None:
+                error.retry_after = delay
+                error.retry_at = call.seconds() + delay
             delay = error.retry_after
+            if delay > policy.max_retry_after:
+                return None
         if call.clock is None or retries >= policy.max_retries:
             return None
-        if delay > policy.max_retry_after:
+        budget = _BUDGET.get()
+        if budget is not None and not budget.take(policy):
             return None
         return delay
 
@@ -722,10 +866,10 @@ class JWSClient:
         """
         call = self._default_call()
         signer = Signer(self._key, self._alg, self.kid)
-        payload = _encode_payload(obj)
+        payload = encode_payload(obj)
 
         def sign(nonce: bytes | None) -> bytes:
-            return _flattened_jws(
+            return flattened_jws(
                 payload, signer.key, signer.alg, nonce, url, signer.kid
             )
 
@@ -757,179 +901,28 @@ class _Call:
         return time.time()
 
 
-@implementer(IBodyProducer)
-class _RequestBody(bytes):
-    """
-    A request body sent together with the headers.
-
-    treq makes a ``FileBodyProducer`` of plain ``bytes``, whose cooperative
-    task writes the body a reactor iteration after the headers (with TLS,
-    in a record and a flush of its own): a delay on every request.  This
-    body provides ``IBodyProducer``, so treq uses it as it is, and it writes
-    itself at once.  Being ``bytes``, it also goes wherever ``bytes`` do
-    (``StubTreq`` takes only those).
-    """
-
-    @property
-    def length(self) -> int:
-        return len(self)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(bytes(self))
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
+def _snippet(body: bytes) -> str:
+    """The start of an unexpected body, for an error message."""
+    text = body[:120].decode("utf-8", "replace").strip()
+    return f": {text!r}" if text else " (empty body)"
 
 
-def _flattened_jws(
-    payload: bytes,
-    key: JWK,
-    alg: JWASignature,
-    nonce: bytes | None,
+def _annotate(
+    error: ServerError | MalformedResponse | NetworkError,
+    method: str,
     url: str,
-    kid: str | None,
-) -> bytes:
-    """
-    The JWS of a request (RFC 8555 §6.2), in the flattened JSON
-    serialization: the protected header holds ``alg``, ``kid`` (or, without
-    one, the public ``jwk``), ``nonce`` and ``url``.
-
-    The same JWS as ``acme.jws.JWS.sign(...).json_dumps()`` makes, built
-    without josepy's object model in a third of the time: it is made for
-    every request, and again for every ``badNonce`` retry.
-    """
-    if not isinstance(key, alg.kty):
-        raise TypeError(f"{alg.name} cannot sign with a {type(key).__name__}")
-    header: dict[str, Any] = {"alg": alg.name}
-    if kid is None:
-        header["jwk"] = key.public_key().to_partial_json()
-    else:
-        header["kid"] = kid
-    if nonce is not None:
-        header["nonce"] = b64encode(nonce).decode("ascii")
-    header["url"] = url
-    protected = b64encode(json.dumps(header).encode("utf-8"))
-    encoded_payload = b64encode(payload)
-    signature = alg.sign(key.key, protected + b"." + encoded_payload)
-    return json.dumps(
-        {
-            "protected": protected.decode("ascii"),
-            "payload": encoded_payload.decode("ascii"),
-            "signature": b64encode(signature).decode("ascii"),
-        }
-    ).encode("utf-8")
+    attempts: int,
+) -> None:
+    """Name the request an error answered, and how often it was sent."""
+    if error.method is None or isinstance(error, NetworkError):
+        error.method, error.url = method, url
+    error.attempts = attempts
 
 
-def _encode_payload(payload: Mapping[str, Any] | JSONDeSerializable | None) -> bytes:
-    if payload is None:
-        return b""
-    if isinstance(payload, JSONDeSerializable):
-        return payload.json_dumps().encode("utf-8")
-    return json.dumps(payload, default=JSONDeSerializable.json_dump_default).encode(
-        "utf-8"
-    )
-
-
-def decode_json(response: _Response, body: bytes) -> Any:
-    """
-    Decode a JSON response body.
-
-    :raises MalformedResponse: If it is not JSON.
-    """
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MalformedResponse(f"Undecodable JSON body: {error}", response) from error
-
-
-def _response_nonce(response: _Response) -> bytes | None:
-    value = first_header(response, b"replay-nonce")
-    if not value:
-        return None
-    try:
-        return b64decode(value)
-    except (TypeError, ValueError, DeserializationError):
-        _log.warn("Ignoring a malformed Replay-Nonce {value!r}", value=value)
-        return None
-
-
-def _server_error(
-    response: _Response, body: bytes, received: str | None, now: Callable[[], float]
-) -> ServerError:
-    """
-    The ServerError for an error answer, with or without problem document,
-    of the subclass its ACME error type calls for.
-    """
-    current = now()
-    retry_after = parse_retry_after(
-        first_header(response, b"retry-after"), lambda: current
-    )
-    jobj: Any = None
-    if received == JSON_ERROR_CONTENT_TYPE:
-        try:
-            jobj = json.loads(body)
-            if not isinstance(jobj, dict):
-                raise TypeError("not a JSON object")
-            problem = messages.Error.from_json(jobj)
-        except (ValueError, TypeError, DeserializationError) as failure:
-            jobj = None
-            problem = _problem(
-                f"HTTP {response.code} with an undecodable problem document: {failure}"
-            )
-    else:
-        snippet = body[:200].decode("utf-8", "replace").strip()
-        problem = _problem(
-            f"HTTP {response.code} ({received or 'no content type'}): {snippet}",
-            title=f"HTTP {response.code}",
-        )
-    error_class = _ERROR_CLASSES.get(problem.typ, ServerError)
-    error = error_class(problem, response, retry_after)
-    if retry_after is not None:
-        error.retry_at = current + retry_after
-    if isinstance(error, UserActionRequired):
-        links = response_links(response)
-        terms = links.get("terms-of-service", [])
-        error.terms_of_service = terms[0] if terms else None
-        instance = jobj.get("instance") if jobj is not None else None
-        error.instance = instance if isinstance(instance, str) else None
-    return error
-
-
-_ERROR_CLASSES: dict[str, type[ServerError]] = {
-    messages.ERROR_PREFIX + "rateLimited": RateLimited,
-    messages.ERROR_PREFIX + "userActionRequired": UserActionRequired,
-    messages.ERROR_PREFIX + "externalAccountRequired": ExternalAccountRequired,
-    messages.ERROR_PREFIX + "accountDoesNotExist": AccountDoesNotExist,
-}
-
-
-def _problem(detail: str, title: str | None = None) -> messages.Error:
-    """A problem document of type ``about:blank`` made up on the client side."""
-    jobj = {"type": "about:blank", "detail": detail}
-    if title is not None:
-        jobj["title"] = title
-    problem: messages.Error = messages.Error.from_json(jobj)
-    return problem
-
-
-def response_links(response: _Response, base: str = "") -> dict[str, list[str]]:
-    """The ``Link`` relations of a response (RFC 8288)."""
-    return parse_links(response.headers.getRawHeaders(b"link") or [], base)
-
-
-def _describe_failure(error: BaseException) -> str:
-    reasons = getattr(error, "reasons", None)
-    if reasons:
-        inner = [
-            reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
-            for reason in reasons
-        ]
-        return f"{type(error).__name__}: {'; '.join(inner)}"
-    return f"{type(error).__name__}: {error}"
+def _retry_reason(error: ServerError | MalformedResponse | NetworkError) -> str:
+    """Why a request is sent again, in words, for the log."""
+    if isinstance(error, ServerError):
+        return f"{error.code or 'HTTP error'} (HTTP {error.status})"
+    if isinstance(error, NetworkError):
+        return f"no answer ({error.reason})"
+    return f"not the CA's answer ({error.reason})"

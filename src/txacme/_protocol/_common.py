@@ -21,11 +21,12 @@ from josepy.interfaces import JSONDeSerializable
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
+from txacme._answers import links as response_links
 from txacme._headers import first_header, parse_retry_after
 from txacme._names import canonical_name
 from txacme._types import HTTPResponse as Response
 from txacme.errors import MalformedResponse, NotOffered
-from txacme.jws import JSON_CONTENT_TYPE, Answer, JWSClient, Signer, response_links
+from txacme.jws import JSON_CONTENT_TYPE, Answer, JWSClient, Signer
 from txacme.util import identifiers_from_csr
 
 __all__ = [

@@ -18,9 +18,10 @@ from josepy.b64 import b64decode
 from josepy.jwa import ES256, ES384, ES512, HS256, HS384, HS512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA, JWKOct
 
+from txacme._answers import links as response_links
 from txacme._protocol._common import Session, location, parse, required_url
 from txacme.errors import ExternalAccountRequired, ServerError, TermsOfServiceNotAgreed
-from txacme.jws import Answer, Signer, response_links
+from txacme.jws import Answer, Signer
 from txacme.util import PrivateKey
 
 __all__ = [
