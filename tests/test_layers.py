@@ -34,7 +34,13 @@ LAYERS: list[tuple[str, ...]] = [
         "txacme.util",
     ),
     # The transport: JWS, nonces, retries.
-    ("txacme.jws", "txacme._answers", "txacme._signing"),
+    (
+        "txacme.jws",
+        "txacme._answers",
+        "txacme._nonces",
+        "txacme._retry",
+        "txacme._signing",
+    ),
     # The protocol: one module per RFC 8555 resource.
     ("txacme._protocol",),
     # Waiting for the CA, and the client over the protocol.

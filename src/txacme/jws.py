@@ -1,22 +1,23 @@
 """
-The JWS transport of RFC 8555 (§6): signed requests, nonces and the checks
-every response goes through.
+The JWS transport of RFC 8555 (§6): signed requests, nonces, retries and
+the checks every response goes through.
 
 :class:`JWSClient` is re-exported by :mod:`txacme.client`, where txacme 0.9
-documented it.
+documented it.  Its parts live in modules of their own (building the JWS,
+the nonce pool, the retry policy, reading answers); this module keeps the
+class whose methods share one request loop (the narrow API, txacme 0.9's
+three methods, and the loop itself), which is why it is longer than the
+others: most of its length is the docstrings of the API reference.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from random import Random
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from attrs import field, frozen, validators
+from attrs import frozen
 from josepy.interfaces import JSONDeSerializable
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
@@ -35,6 +36,8 @@ from txacme._answers import (
 )
 from txacme._deferred import deferred_async
 from txacme._headers import first_header, media_type
+from txacme._nonces import NoncePool
+from txacme._retry import RetryBudget, RetryPolicy, current_budget, retry_budget
 from txacme._signing import RequestBody, encode_payload, flattened_jws
 from txacme._types import HTTPResponse as _Response
 from txacme._types import TreqClient
@@ -70,136 +73,6 @@ if TYPE_CHECKING:
     from treq.testing import StubTreq
 
 _log = Logger()
-
-
-@frozen
-class RetryPolicy:
-    """
-    When the transport sends a request again.  Every ACME request is
-    retried, re-signed with a fresh nonce, after a passing fault:
-
-    * no answer: the connection was refused, reset or closed before or
-      during the answer, TLS failed, or nothing came within the timeout;
-    * an error a CA sends when busy: ``rateLimited`` or ``serverInternal``,
-      or an HTTP 429, 500, 502, 503 or 504 without an ACME problem type;
-    * a success answer no RFC 8555 server sends (§6.5): a signed request's
-      answer without a ``Replay-Nonce``, of another content type (an HTML
-      page), or with a cut JSON body: what a middlebox or captive portal
-      sends.
-
-    (``badNonce`` is retried at once, and counted apart: see
-    :class:`JWSClient`.)  Repeating is safe in ACME: a repeated
-    ``newAccount`` finds the account, a repeated ``newOrder`` makes a
-    harmless twin, a challenge POST answers its current state, and the
-    client knows what a repeated ``finalize`` means (the order is already
-    processing or valid).
-
-    The server's ``Retry-After`` wins; without one the n-th retry (from 0)
-    waits ``first_delay * factor ** n`` seconds (at most ``max_delay``),
-    spread by ``jitter`` (a fraction) so that many clients do not retry in
-    step.  A ``Retry-After`` longer than ``max_retry_after`` is not waited
-    for: the error is raised at once, carrying it.  After ``max_retries``
-    retries of one request, or ``max_issuance_retries`` retries within one
-    issuance (:func:`~txacme.client.issue_certificate`, and so every
-    issuance of :class:`~txacme.service.AcmeIssuingService`), the last
-    error is raised; its ``retry_after`` says when a retry makes sense.
-
-    :ivar max_retries: Retries of one request; 0 disables retrying.
-    :ivar max_issuance_retries: Retries of all the requests of one
-        issuance together.
-    :ivar first_delay: Seconds before the first retry.
-    :ivar factor: Growth of each later delay.
-    :ivar max_delay: The ceiling of a computed delay.
-    :ivar max_retry_after: The longest ``Retry-After`` waited for.
-    :ivar jitter: The fraction by which a computed delay varies.
-    :ivar random: The source of the jitter.
-    """
-
-    max_retries: int = field(default=5, validator=validators.ge(0))
-    max_issuance_retries: int = field(default=40, validator=validators.ge(0))
-    first_delay: float = field(default=0.5, validator=validators.ge(0))
-    factor: float = field(default=2.0, validator=validators.ge(1))
-    max_delay: float = field(default=30.0, validator=validators.ge(0))
-    max_retry_after: float = field(default=60.0, validator=validators.ge(0))
-    jitter: float = field(default=0.25, validator=[validators.ge(0), validators.le(1)])
-    random: Random = field(factory=Random, eq=False, repr=False)
-
-    def is_transient(self, error: BaseException) -> bool:
-        """
-        Whether ``error`` is worth retrying: a passing error of the CA, a
-        request without answer, or a middlebox's answer.
-        """
-        if isinstance(error, ServerError):
-            return error.code in _TRANSIENT_CODES or (
-                error.code is None and error.status in _TRANSIENT_STATUSES
-            )
-        if isinstance(error, NetworkError):
-            return True
-        return isinstance(error, MalformedResponse) and error.transient
-
-    def backoff(self, retries: int) -> float:
-        """The delay before retry number ``retries + 1``, with jitter."""
-        base = min(self.max_delay, self.first_delay * self.factor**retries)
-        spread = base * self.jitter
-        return max(0.0, base + self.random.uniform(-spread, spread))
-
-
-_TRANSIENT_CODES = frozenset({"rateLimited", "serverInternal"})
-_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class RetryBudget:
-    """
-    The retries left to the requests of one operation (an issuance),
-    shared by them whatever client or transport sends them.  Made by
-    :func:`retry_budget`; the transport takes its size from its
-    :attr:`RetryPolicy.max_issuance_retries` at the first retry.
-
-    :ivar used: Retries taken so far.
-    :ivar limit: The most retries, once known.
-    """
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.used = 0
-        self.limit = limit
-
-    def take(self, policy: RetryPolicy) -> bool:
-        """
-        Take one retry, if any is left.
-
-        :returns: Whether one was.
-        """
-        if self.limit is None:
-            self.limit = policy.max_issuance_retries
-        if self.used >= self.limit:
-            return False
-        self.used += 1
-        return True
-
-
-_BUDGET: ContextVar[RetryBudget | None] = ContextVar(
-    "txacme_retry_budget", default=None
-)
-
-
-@contextmanager
-def retry_budget(limit: int | None = None) -> Iterator[RetryBudget]:
-    """
-    Share one :class:`RetryBudget` between every request made, in this
-    context, by coroutines started from it (Twisted's coroutines carry
-    their context along), such as one issuance's.
-
-    :param limit: The most retries; by default the
-        :attr:`RetryPolicy.max_issuance_retries` of the transport that
-        retries first.
-    :returns: A context manager giving the budget.
-    """
-    budget = RetryBudget(limit)
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)
 
 
 @frozen
@@ -317,18 +190,11 @@ class JWSClient:
         self.kid: str | None = None
         self.new_nonce_url: str | None = None
         self.nonce_wait = nonce_wait
-        self._nonces: list[bytes] = []
+        self._nonces = NoncePool()
         # The newNonce URL and clock of the last request that named them,
         # for txacme 0.9's methods.
         self._last_nonce_url: str | None = None
         self._last_clock: IReactorTime | None = None
-        # Signed requests sent and not yet answered: each answer should
-        # bring a nonce, handed to the oldest waiter first.
-        self._in_flight = 0
-        self._nonce_waiters: list[Deferred[bytes | None]] = []
-
-    #: The most nonces kept; a nonce unused for long may expire anyway.
-    MAX_POOLED_NONCES = 128
 
     @property
     def key(self) -> JWK:
@@ -567,56 +433,7 @@ class JWSClient:
 
     def _pool_nonce(self, response: _Response) -> None:
         """Take the ``Replay-Nonce`` of a response into the pool."""
-        self._keep_nonce(response_nonce(response))
-
-    def _keep_nonce(self, nonce: bytes | None) -> None:
-        """
-        Hand a nonce to the oldest waiting request, or pool it; without a
-        nonce, make sure no request waits for one that cannot come.
-        """
-        if nonce is None:
-            self._nonce_lost()
-        elif self._nonce_waiters:
-            self._nonce_waiters.pop(0).callback(nonce)
-        else:
-            self._nonces.append(nonce)
-            if len(self._nonces) > self.MAX_POOLED_NONCES:
-                del self._nonces[0]
-
-    def _nonce_lost(self) -> None:
-        """
-        An answer came without a nonce: if no request is in flight any
-        more, the oldest waiter stops waiting and asks ``newNonce``.
-        """
-        if self._in_flight == 0 and self._nonce_waiters:
-            self._nonce_waiters.pop(0).callback(None)
-
-    async def _wait_for_nonce(self, clock: IReactorTime) -> bytes | None:
-        """
-        Wait for the nonce of an answer to a request in flight, at most
-        :attr:`nonce_wait` seconds.
-
-        :returns: The nonce, or ``None`` if none came in time.
-        """
-
-        def forget(waiter: Deferred[bytes | None]) -> None:
-            if waiter in self._nonce_waiters:
-                self._nonce_waiters.remove(waiter)
-
-        waiter: Deferred[bytes | None] = Deferred(forget)
-        self._nonce_waiters.append(waiter)
-
-        def give_up() -> None:
-            if waiter in self._nonce_waiters:
-                self._nonce_waiters.remove(waiter)
-                waiter.callback(None)
-
-        timer = clock.callLater(self.nonce_wait, give_up)
-        try:
-            return await waiter
-        finally:
-            if timer.active():
-                timer.cancel()
+        self._nonces.keep(response_nonce(response))
 
     async def _get_nonce(self, call: _Call) -> bytes:
         """
@@ -624,10 +441,11 @@ class JWSClient:
         answer to a request in flight brings, else one from ``newNonce``
         (RFC 8555 §7.2).
         """
-        if self._nonces:
-            return self._nonces.pop()
-        if self._in_flight and self.nonce_wait > 0 and call.clock is not None:
-            waited = await self._wait_for_nonce(call.clock)
+        pooled = self._nonces.take()
+        if pooled is not None:
+            return pooled
+        if self._nonces.in_flight and self.nonce_wait > 0 and call.clock is not None:
+            waited = await self._nonces.wait(call.clock, self.nonce_wait)
             if waited is not None:
                 return waited
         if call.nonce_url is None:
@@ -710,15 +528,15 @@ class JWSClient:
                         )
                         # Retry at once, with the nonce the error brought.
                         if fresh is None:
-                            self._nonce_lost()
+                            self._nonces.lost()
                         nonce = fresh
                         continue
-                    self._keep_nonce(fresh)
+                    self._nonces.keep(fresh)
                     raise
                 except BaseException:
-                    self._keep_nonce(fresh)
+                    self._nonces.keep(fresh)
                     raise
-                self._keep_nonce(fresh)
+                self._nonces.keep(fresh)
             except (ServerError, MalformedResponse, NetworkError) as error:
                 delay = self._retry_delay(call, error, retries)
                 if delay is None:
@@ -752,16 +570,16 @@ class JWSClient:
         """Send one attempt, counting a signed one as in flight."""
         if sign is None:
             return await self._request(call, method, url, headers=headers)
-        self._in_flight += 1
+        self._nonces.in_flight += 1
         try:
             answer = await self._request(
                 call, method, url, headers=headers, data=sign(nonce)
             )
         except BaseException:
-            self._in_flight -= 1
-            self._nonce_lost()
+            self._nonces.in_flight -= 1
+            self._nonces.lost()
             raise
-        self._in_flight -= 1
+        self._nonces.in_flight -= 1
         return answer
 
     def _retry_delay(
@@ -789,7 +607,7 @@ class JWSClient:
                 return None
         if call.clock is None or retries >= policy.max_retries:
             return None
-        budget = _BUDGET.get()
+        budget = current_budget()
         if budget is not None and not budget.take(policy):
             return None
         return delay
