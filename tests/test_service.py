@@ -720,10 +720,11 @@ class FailureTests(ServiceTestCase):
         attempted_at = [NOW]
         while len(attempted_at) < 4 and self.clock.seconds() < NOW + DAY:
             pump(self.clock, 1)
-            if len(self.fake.orders) > len(attempted_at):
+            if len(self.fake.finalizations) > len(attempted_at):
                 attempted_at.append(self.clock.seconds())
         # Each attempt fails at once (the fake CA validates at once), then
-        # waits 10, 20 and 40 minutes.
+        # waits 10, 20 and 40 minutes; each goes on with the order the
+        # failed attempt recorded (the failure might have been a lost answer).
         self.assertEqual(
             [round(later - earlier) for earlier, later in pairwise(attempted_at)],
             [600, 1200, 2400],
@@ -747,9 +748,9 @@ class FailureTests(ServiceTestCase):
         service.startService()
         pump(self.clock, 1)
         for _ in range(10):
-            before = len(self.fake.orders)
+            before = len(self.fake.finalizations)
             pump(self.clock, 2 * HOUR + 2)
-            self.assertTrue(len(self.fake.orders) > before)
+            self.assertTrue(len(self.fake.finalizations) > before)
 
     def test_retry_after_honoured(self) -> None:
         """
@@ -768,9 +769,9 @@ class FailureTests(ServiceTestCase):
         )
         service.startService()
         pump(self.clock, 7199)
-        self.assertEqual(len(self.fake.orders), 1)
+        self.assertEqual(len(self.fake.finalizations), 1)
         pump(self.clock, 3)
-        self.assertEqual(len(self.fake.orders), 2)
+        self.assertEqual(len(self.fake.finalizations), 2)
 
     def test_panic_once_per_check_interval(self) -> None:
         """
@@ -785,7 +786,7 @@ class FailureTests(ServiceTestCase):
         )
         service.startService()
         pump(self.clock, 6 * HOUR)
-        self.assertTrue(len(self.fake.orders) > 3)
+        self.assertTrue(len(self.fake.finalizations) > 3)
         [(failure, name)] = self.panics
         self.assertEqual(name, "a.example")
         self.assertIsInstance(failure.value, ServerError)
@@ -802,11 +803,11 @@ class FailureTests(ServiceTestCase):
         service, _ = self.make_service(store)
         service.startService()
         pump(self.clock, 5 * DAY)
-        self.assertTrue(len(self.fake.orders) > 5)
+        self.assertTrue(len(self.fake.finalizations) > 5)
         self.assertEqual(self.panics, [])
         # Each failure is logged as an error, as in txacme 0.9.
         self.assertEqual(
-            len(self.flushLoggedErrors(ServerError)), len(self.fake.orders)
+            len(self.flushLoggedErrors(ServerError)), len(self.fake.finalizations)
         )
         pump(self.clock, 6 * DAY)
         self.assertEqual(len(self.panics), 1)

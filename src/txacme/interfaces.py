@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
     from txacme._polling import PollingPolicy
     from txacme.messages import RenewalWindow
-    from txacme.store import CertificateSummary
+    from txacme.store import CertificateSummary, OrderRecord
 
 __all__ = [
     "ICertificateStore",
     "ICertificateSummaries",
+    "IOrderJournal",
     "IResponder",
     "IssuingClient",
 ]
@@ -147,6 +148,46 @@ class ICertificateSummaries(Interface):
             the :class:`~txacme.store.CertificateSummary` of its first
             certificate, or to ``None`` for an entry without a (readable)
             certificate.
+        """
+
+
+class IOrderJournal(Interface):
+    """
+    A store that remembers an entry's order in flight: an optional
+    companion of :class:`ICertificateStore`.  With one,
+    :class:`~txacme.service.AcmeIssuingService` records each order (its URL,
+    names, and the certificate's private key) before finalizing it, and,
+    after a crash or a restart, goes on with that order (downloading the
+    certificate the CA issued meanwhile) instead of ordering again: a
+    certificate the CA issued is never lost, nor ordered twice (a CA limits
+    duplicate certificates: Let's Encrypt to 5 a week).
+
+    * :meth:`record_order` MUST be durable before its Deferred fires (the
+      record holds a private key: it MUST be readable by its owner only).
+    * :meth:`pending_order` MUST return what :meth:`record_order` recorded
+      last for the entry, until :meth:`forget_order`.
+    * Records MUST NOT appear as entries of the store.
+    """
+
+    def record_order(server_name: str, record: OrderRecord) -> Deferred[None]:
+        """
+        Remember the entry's order in flight, replacing any earlier one.
+
+        :returns: A Deferred firing once recorded durably.
+        """
+
+    def pending_order(server_name: str) -> Deferred[OrderRecord | None]:
+        """
+        :returns: A Deferred firing with the entry's order in flight, or
+            ``None``.
+        """
+
+    def forget_order(server_name: str) -> Deferred[None]:
+        """
+        Forget the entry's order in flight (done, or given up); no error if
+        there is none.
+
+        :returns: A Deferred firing once forgotten.
         """
 
 

@@ -12,7 +12,7 @@ Its names are documented in :mod:`txacme.client`, which re-exports them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from acme import messages
@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from txacme._deferred import deferred_async
 from txacme._polling import Deadline, finalize_order, poll_authorization
 from txacme._protocol._common import as_csr, csr_identifiers, gather
-from txacme.errors import NoSupportedChallenges
+from txacme.errors import NoSupportedChallenges, OrderFailed
 from txacme.interfaces import IResponder, IssuingClient
 from txacme.jws import retry_budget
 
@@ -203,6 +203,9 @@ async def issue_certificate(
     profile: str | None = None,
     replaces: str | x509.Certificate | None = None,
     timeout: float | None = None,
+    *,
+    order: str | None = None,
+    on_order: Callable[[messages.OrderResource], Awaitable[object]] | None = None,
 ) -> str:
     """
     Get a certificate in one call: order the CSR's names, answer every
@@ -229,40 +232,80 @@ async def issue_certificate(
     :param replaces: The certificate (or ARI certID) being renewed.
     :param timeout: Seconds for all the polling of the issuance; ``None``
         for the client's ``policy.timeout`` (300 by default).
+    :param order: The URL of an order of the CSR's names to go on with
+        instead of ordering: to resume an issuance interrupted by a crash or
+        a restart, whatever the order's state (a ``valid`` order's
+        certificate is downloaded; a ``pending`` one's authorizations are
+        answered).
+    :param on_order: Called (and awaited) with the order once its
+        authorizations are valid, before it is finalized: the moment to
+        record it (with the CSR's key) so that a restart can resume it.
     :returns: A Deferred firing with the certificate chain (PEM, leaf
         first).
+    :raises OrderFailed: If the order is or becomes invalid.
     :raises AuthorizationFailed: If an authorization fails.
     :raises NoSupportedChallenges: If no responder fits an authorization.
     :raises PollTimeout: If the CA had not validated and issued by the
         deadline.
     """
+    request = as_csr(csr)
+    deadline = Deadline(clock, client.policy.timeout if timeout is None else timeout)
     with retry_budget():
-        return await _issue(
-            client,
-            clock,
-            as_csr(csr),
-            responders,
-            preferred_chain,
-            profile,
-            replaces,
-            Deadline(clock, client.policy.timeout if timeout is None else timeout),
-        )
-
-
-async def _issue(
-    client: IssuingClient,
-    clock: IReactorTime,
-    request: x509.CertificateSigningRequest,
-    responders: Sequence[IResponder],
-    preferred_chain: str | None,
-    profile: str | None,
-    replaces: str | x509.Certificate | None,
-    deadline: Deadline,
-) -> str:
-    """:func:`issue_certificate`, within its retry budget."""
-    orderr = await client.new_order(
-        csr_identifiers(request), profile=profile, replaces=replaces
+        if order is None:
+            orderr = await client.new_order(
+                csr_identifiers(request), profile=profile, replaces=replaces
+            )
+        else:
+            orderr = await _existing_order(client, order)
+        orderr = await _authorize(client, orderr, responders, deadline)
+        if on_order is not None:
+            await on_order(orderr)
+        orderr = await finalize_order(client, orderr, request, deadline)
+        orderr = await client.fetch_certificate(orderr, request)
+    return select_chain(
+        orderr.fullchain_pem, orderr.alternative_fullchains_pem or (), preferred_chain
     )
+
+
+async def _existing_order(client: IssuingClient, url: str) -> messages.OrderResource:
+    """
+    An order as the CA has it, its authorizations fetched.
+
+    :raises OrderFailed: If it is invalid.
+    """
+    orderr, _ = await client.refresh_order(
+        messages.OrderResource(uri=url, body=messages.Order(), authorizations=())
+    )
+    if orderr.body.status == messages.STATUS_INVALID:
+        raise OrderFailed(orderr)
+    fetched = await gather(
+        [
+            client.refresh_authorization(
+                messages.AuthorizationResource(uri=authorization_url, body=None)
+            )
+            for authorization_url in orderr.body.authorizations or ()
+        ]
+    )
+    complete: messages.OrderResource = orderr.update(
+        authorizations=tuple(authzr for authzr, _ in fetched)
+    )
+    return complete
+
+
+async def _authorize(
+    client: IssuingClient,
+    orderr: messages.OrderResource,
+    responders: Sequence[IResponder],
+    deadline: Deadline,
+) -> messages.OrderResource:
+    """
+    Answer the order's pending authorizations and wait until they are
+    valid (if the order still needs them).
+
+    :returns: The order, its authorizations as last seen.
+    """
+    if orderr.body.status != messages.STATUS_PENDING:
+        return orderr
     stoppers: list[Callable[[], Deferred[None]]] = []
 
     async def authorize(
@@ -284,16 +327,12 @@ async def _issue(
     # The authorizations as last seen, all valid: finalize need not refresh
     # the order to learn that it is ready.
     polled = {authzr.uri: authzr for authzr in authorized}
-    orderr = orderr.update(
+    updated: messages.OrderResource = orderr.update(
         authorizations=tuple(
             polled.get(authzr.uri, authzr) for authzr in orderr.authorizations
         )
     )
-    orderr = await finalize_order(client, orderr, request, deadline)
-    orderr = await client.fetch_certificate(orderr, request)
-    return select_chain(
-        orderr.fullchain_pem, orderr.alternative_fullchains_pem or (), preferred_chain
-    )
+    return updated
 
 
 async def _stop_all(stoppers: Sequence[Callable[[], Deferred[None]]]) -> None:

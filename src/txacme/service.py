@@ -54,15 +54,25 @@ from twisted.python.failure import Failure
 
 from txacme._names import entry_names, parse_server_names
 from txacme.client import renewal_certificate_id
-from txacme.errors import NotOffered
+from txacme.errors import (
+    AccountDoesNotExist,
+    AuthorizationFailed,
+    AuthorizationsNotValid,
+    NoSupportedChallenges,
+    NotOffered,
+    OrderFailed,
+    ServerError,
+)
 from txacme.interfaces import (
     ICertificateStore,
     ICertificateSummaries,
+    IOrderJournal,
     IResponder,
     IssuingClient,
 )
 from txacme.issuance import issue_certificate
-from txacme.store import CertificateSummary, summarize
+from txacme.jws import RetryPolicy
+from txacme.store import CertificateSummary, OrderRecord, summarize
 from txacme.util import KEY_TYPES, PrivateKey, csr_for_names, generate_private_key
 
 __all__ = [
@@ -151,6 +161,28 @@ def _key_object(private_key: PrivateKey) -> pem.AbstractPEMObject:
         )
     [key_object] = pem.parse(key_pem)
     return key_object
+
+
+def _definitive(error: BaseException) -> bool:
+    """
+    Whether a failed issuance's order is finished with: the CA refused it
+    (an error it does not send for a passing fault, an invalid order or
+    authorization), so that there is nothing to resume; not after a passing
+    fault, a timeout or a lost answer, after which the CA may yet issue.
+    """
+    if isinstance(
+        error,
+        OrderFailed
+        | AuthorizationFailed
+        | AuthorizationsNotValid
+        | NoSupportedChallenges,
+    ):
+        return True
+    return isinstance(error, ServerError) and not _TRANSIENCE.is_transient(error)
+
+
+#: Tells a passing error from a definitive one.
+_TRANSIENCE = RetryPolicy()
 
 
 def _default_panic(failure: Failure, server_name: str) -> None:
@@ -1046,7 +1078,35 @@ class AcmeIssuingService(Service):
 
     async def _issue_now(self, key: str, names: tuple[str, ...]) -> CertificateSummary:
         client = await self._get_client()
+        try:
+            return await self._issue_with(client, key, names)
+        except AccountDoesNotExist:
+            # The CA lost its state (a restarted Pebble), or the account was
+            # removed: register again, with the same key, and go on.
+            _log.warn(
+                "The CA does not know the account any more; registering again",
+                server_name=key,
+            )
+            self._registered = False
+            client = await self._get_client()
+            return await self._issue_with(client, key, names)
+
+    async def _issue_with(
+        self, client: IssuingClient, key: str, names: tuple[str, ...]
+    ) -> CertificateSummary:
+        """
+        Issue ``key``'s certificate: go on with its order in flight if the
+        store's journal has one (after a crash or a restart), or order.
+        """
+        journal = IOrderJournal(self.cert_store, None)
+        if journal is not None:
+            pending = await journal.pending_order(key)
+            if pending is not None:
+                resumed = await self._resume(client, key, names, journal, pending)
+                if resumed is not None:
+                    return resumed
         private_key = await self._new_key()
+        key_object = _key_object(private_key)
         csr = csr_for_names(list(names), private_key)
         replaces: str | None = None
         old = await self._current_certificate(key)
@@ -1060,15 +1120,105 @@ class AcmeIssuingService(Service):
             names=list(names),
             replaces=replaces,
         )
-        chain = await issue_certificate(
-            client,
-            self._clock,
-            csr,
-            self._responders,
-            preferred_chain=self._preferred_chain,
-            profile=self._profile,
-            replaces=replaces,
+
+        async def record(orderr: messages.OrderResource) -> None:
+            if journal is not None:
+                await journal.record_order(
+                    key, OrderRecord(orderr.uri, names, key_object.as_bytes())
+                )
+
+        try:
+            chain = await issue_certificate(
+                client,
+                self._clock,
+                csr,
+                self._responders,
+                preferred_chain=self._preferred_chain,
+                profile=self._profile,
+                replaces=replaces,
+                on_order=record,
+            )
+        except Exception as error:
+            if journal is not None and _definitive(error):
+                # The CA refused: nothing to resume.
+                await journal.forget_order(key)
+            raise
+        summary = await self._store_chain(key, key_object, chain)
+        if journal is not None:
+            await journal.forget_order(key)
+        return summary
+
+    async def _resume(
+        self,
+        client: IssuingClient,
+        key: str,
+        names: tuple[str, ...],
+        journal: IOrderJournal,
+        pending: OrderRecord,
+    ) -> CertificateSummary | None:
+        """
+        Go on with the order in flight a crash or a restart interrupted:
+        download the certificate the CA issued meanwhile (or finish the
+        order), rather than order again.
+
+        :returns: The certificate's summary once stored; ``None`` if the
+            order cannot be resumed (other names, or the CA has forgotten
+            it or failed it): then the record is forgotten, and the caller
+            orders anew.
+        """
+        if set(pending.names) != set(names):
+            await journal.forget_order(key)
+            return None
+        _log.info(
+            "Resuming the order {order_url} for {server_name}",
+            order_url=pending.order_url,
+            server_name=key,
         )
+        private_key = await self._load_key(pending.key_pem)
+        try:
+            chain = await issue_certificate(
+                client,
+                self._clock,
+                csr_for_names(list(pending.names), private_key),
+                self._responders,
+                preferred_chain=self._preferred_chain,
+                order=pending.order_url,
+            )
+        except (OrderFailed, AccountDoesNotExist) as error:
+            gone: Exception | None = error
+        except ServerError as error:
+            if error.status != 404:
+                if _definitive(error):
+                    await journal.forget_order(key)
+                raise
+            gone = error
+        except Exception as error:
+            if _definitive(error):
+                await journal.forget_order(key)
+            raise
+        else:
+            gone = None
+        if gone is not None:
+            _log.warn(
+                "The order {order_url} for {server_name} cannot be resumed "
+                "({error}); ordering anew",
+                order_url=pending.order_url,
+                server_name=key,
+                error=str(gone),
+            )
+            await journal.forget_order(key)
+            if isinstance(gone, AccountDoesNotExist):
+                raise gone
+            return None
+        [key_object] = pem.parse(pending.key_pem)
+        summary = await self._store_chain(key, key_object, chain)
+        await journal.forget_order(key)
+        return summary
+
+    async def _store_chain(
+        self, key: str, key_object: pem.AbstractPEMObject, chain: str
+    ) -> CertificateSummary:
+        """Store the key and the chain as the entry ``key``."""
         certificates = [
             obj
             for obj in pem.parse(chain.encode("ascii"))
@@ -1076,7 +1226,7 @@ class AcmeIssuingService(Service):
         ]
         if not certificates:
             raise ValueError("The CA's answer holds no certificate")
-        await self.cert_store.store(key, [_key_object(private_key), *certificates])
+        await self.cert_store.store(key, [key_object, *certificates])
         leaf = x509.load_pem_x509_certificate(certificates[0].as_bytes())
         return CertificateSummary.from_certificate(leaf)
 
@@ -1198,12 +1348,27 @@ class AcmeIssuingService(Service):
         return None
 
     async def _new_key(self) -> PrivateKey:
+        return await self._off_reactor(self._generate_key)
+
+    async def _load_key(self, key_pem: bytes) -> PrivateKey:
+        """A private key from PEM (checking an RSA key takes a while)."""
+
+        def load() -> PrivateKey:
+            return cast(
+                PrivateKey, serialization.load_pem_private_key(key_pem, password=None)
+            )
+
+        return await self._off_reactor(load)
+
+    async def _off_reactor(self, work: Callable[[], _T]) -> _T:
+        """
+        Do CPU work in the reactor's thread pool when ``clock`` is a reactor
+        with threads, synchronously otherwise (a ``Clock`` in tests).
+        """
         if IReactorThreads.providedBy(self._clock):
             reactor = cast(IReactorThreads, self._clock)
-            return await deferToThreadPool(
-                reactor, reactor.getThreadPool(), self._generate_key
-            )
-        return self._generate_key()
+            return await deferToThreadPool(reactor, reactor.getThreadPool(), work)
+        return work()
 
     # -- the client ---------------------------------------------------------------
 

@@ -19,6 +19,7 @@ in seconds and in little memory.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -28,7 +29,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import pem
-from attrs import frozen
+from attrs import field, frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -41,7 +42,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from txacme._names import check_server_name
-from txacme.interfaces import ICertificateStore, ICertificateSummaries
+from txacme.interfaces import ICertificateStore, ICertificateSummaries, IOrderJournal
 from txacme.util import generate_private_key
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "DirectoryStore",
     "ICertificateSummaries",
     "MemoryStore",
+    "OrderRecord",
     "check_server_name",
     "load_or_create_client_key",
     "summarize",
@@ -63,6 +65,11 @@ _T = TypeVar("_T")
 CLIENT_KEY_NAME = "client.key"
 
 _PEM_SUFFIX = ".pem"
+#: Where a DirectoryStore keeps what is not an entry: a hidden directory,
+#: which txsni, Twisted's ``tls:`` endpoint and the store's own listing pass
+#: over.
+_STATE_DIRECTORY = ".txacme"
+_ORDERS = "orders"
 _TEMPORARY_PREFIX = ".txacme-"
 _TEMPORARY_SUFFIX = ".tmp"
 #: A temporary file this old is what a writer killed mid-write left behind.
@@ -135,6 +142,58 @@ class CertificateSummary:
         The certificate's validity period, in seconds.
         """
         return (self.not_after - self.not_before).total_seconds()
+
+
+@frozen
+class OrderRecord:
+    """
+    An order in flight, as an :class:`~txacme.interfaces.IOrderJournal`
+    keeps it: enough to go on with it after a crash or a restart.
+
+    :ivar order_url: The order's URL.
+    :ivar names: The names ordered, the entry's key first.
+    :ivar key_pem: The certificate's private key (PEM).
+    :ivar directory: The directory URL of the CA, if known.
+    """
+
+    order_url: str
+    names: tuple[str, ...]
+    key_pem: bytes = field(repr=False)
+    directory: str | None = None
+
+    def to_json(self) -> bytes:
+        """The record as JSON bytes."""
+        return json.dumps(
+            {
+                "order_url": self.order_url,
+                "names": list(self.names),
+                "key": self.key_pem.decode("ascii"),
+                "directory": self.directory,
+            }
+        ).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, content: bytes) -> OrderRecord:
+        """
+        A record from :meth:`to_json`'s bytes.
+
+        :raises ValueError: If they are not a record.
+        """
+        try:
+            jobj = json.loads(content)
+            names = jobj["names"]
+            directory = jobj.get("directory")
+            record = cls(
+                order_url=str(jobj["order_url"]),
+                names=tuple(str(name) for name in names),
+                key_pem=str(jobj["key"]).encode("ascii"),
+                directory=None if directory is None else str(directory),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"Not an order record: {error}") from error
+        if not record.names or not isinstance(names, list):
+            raise ValueError("Not an order record: no names")
+        return record
 
 
 def _leaf_certificate(objects: Iterable[pem.AbstractPEMObject]) -> bytes | None:
@@ -318,7 +377,7 @@ def _is_stale_temporary(entry: os.DirEntry[str], now: float) -> bool:
         return False
 
 
-@implementer(ICertificateStore, ICertificateSummaries)
+@implementer(ICertificateStore, ICertificateSummaries, IOrderJournal)
 class DirectoryStore:
     """
     A certificate store in a directory: one ``<server_name>.pem`` file per
@@ -469,12 +528,85 @@ class DirectoryStore:
         """
         return self._run(self._summaries)
 
+    # -- the order journal (IOrderJournal) ----------------------------------------
+
+    def _orders_directory(self, create: bool) -> str:
+        path = os.path.join(self._directory, _STATE_DIRECTORY, _ORDERS)
+        if create:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def _order_file(self, server_name: str) -> str:
+        return check_server_name(server_name) + ".json"
+
+    def _record_order(self, server_name: str, content: bytes) -> None:
+        _write_atomically(
+            self._orders_directory(create=True), self._order_file(server_name), content
+        )
+
+    def record_order(self, server_name: str, record: OrderRecord) -> Deferred[None]:
+        """
+        Remember an entry's order in flight, in
+        ``.txacme/orders/<name>.json`` (mode 0600: it holds the private key),
+        atomically and durably (see
+        :class:`~txacme.interfaces.IOrderJournal`).
+        """
+        try:
+            self._order_file(server_name)
+        except ValueError:
+            return fail()
+        return self._run(self._record_order, server_name, record.to_json())
+
+    def _pending_order(self, server_name: str) -> OrderRecord | None:
+        path = os.path.join(
+            self._orders_directory(create=False), self._order_file(server_name)
+        )
+        try:
+            with open(path, "rb") as file:
+                content = file.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return OrderRecord.from_json(content)
+        except ValueError as error:
+            _log.warn(
+                "Ignoring the unreadable order record {path}: {error}",
+                path=path,
+                error=str(error),
+            )
+            return None
+
+    def pending_order(self, server_name: str) -> Deferred[OrderRecord | None]:
+        """
+        :returns: A Deferred firing with the entry's order in flight, or
+            ``None`` (also for a record that cannot be read, which is
+            logged).
+        """
+        return self._run(self._pending_order, server_name)
+
+    def _forget_order(self, server_name: str) -> None:
+        directory = self._orders_directory(create=False)
+        with suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(os.path.join(directory, self._order_file(server_name)))
+            _fsync_directory(directory)
+        # Leave no empty directories behind (another process may be
+        # recording meanwhile: then they are not empty, and stay).
+        with suppress(OSError):
+            os.rmdir(directory)
+            os.rmdir(os.path.dirname(directory))
+
+    def forget_order(self, server_name: str) -> Deferred[None]:
+        """
+        Forget the entry's order in flight; no error if there is none.
+        """
+        return self._run(self._forget_order, server_name)
+
 
 def _with_newline(block: bytes) -> bytes:
     return block if block.endswith(b"\n") else block + b"\n"
 
 
-@implementer(ICertificateStore, ICertificateSummaries)
+@implementer(ICertificateStore, ICertificateSummaries, IOrderJournal)
 class MemoryStore:
     """
     A certificate store in memory, for tests (txacme 0.9's
@@ -489,6 +621,22 @@ class MemoryStore:
         self._store: dict[str, list[pem.AbstractPEMObject]] = {
             server_name: list(objects) for server_name, objects in (certs or {}).items()
         }
+        #: The orders in flight (:class:`~txacme.interfaces.IOrderJournal`).
+        self.orders: dict[str, OrderRecord] = {}
+
+    def record_order(self, server_name: str, record: OrderRecord) -> Deferred[None]:
+        """Remember an entry's order in flight."""
+        self.orders[server_name] = record
+        return succeed(None)
+
+    def pending_order(self, server_name: str) -> Deferred[OrderRecord | None]:
+        """:returns: A Deferred firing with the entry's order in flight."""
+        return succeed(self.orders.get(server_name))
+
+    def forget_order(self, server_name: str) -> Deferred[None]:
+        """Forget the entry's order in flight."""
+        self.orders.pop(server_name, None)
+        return succeed(None)
 
     def get(self, server_name: str) -> Deferred[list[pem.AbstractPEMObject]]:
         """

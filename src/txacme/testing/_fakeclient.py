@@ -222,6 +222,9 @@ class FakeClient:
     :ivar registrations: The registration messages received, in order.
     :ivar orders: The :class:`FakeOrder` objects received, in order.
     :ivar certificates: The certificates issued, in order.
+    :ivar finalizations: The URLs of the orders whose CSR was sent, one per
+        :meth:`send_csr` to a ready order, in order (also those the
+        controller failed): each an attempt at issuing.
     :ivar renewal_windows: ARI windows by serial number, as
         :meth:`renewal_info` answers them (by default the last third of the
         certificate's first five sixths of validity, as
@@ -254,6 +257,7 @@ class FakeClient:
         self.registrations: list[messages.NewRegistration] = []
         self.orders: list[FakeOrder] = []
         self.certificates: list[x509.Certificate] = []
+        self.finalizations: list[str] = []
         self.renewal_windows: dict[int, tuple[datetime, datetime]] = {}
         self.closed = 0
         self._ids = itertools.count(1)
@@ -479,6 +483,7 @@ class FakeClient:
         current = self._order_now(orderr)
         if current.body.status != messages.STATUS_READY:
             raise _problem("orderNotReady", f"the order is {current.body.status.name}")
+        self.finalizations.append(orderr.uri)
         ordered = [identifier.value for identifier in current.body.identifiers]
         requested = [value for _, value in identifiers_from_csr(csr)]
         if sorted(ordered) != sorted(requested):
