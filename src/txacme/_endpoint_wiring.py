@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from attrs import define, field, frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
@@ -56,12 +56,17 @@ from txacme._endpoint_serving import (
     ServedCertificates,
     check_cert_mapping,
 )
+from txacme._shared import Shared
 from txacme.challenges import HTTP01Responder, TLSALPN01Responder
-from txacme.client import Client, JWSClient, alg_for_key
+from txacme.client import Client, alg_for_key
 from txacme.interfaces import ICertificateStore, IResponder
 from txacme.service import AcmeIssuingService, IssuingClient, parse_server_names
 from txacme.store import DirectoryStore, load_or_create_client_key
 from txacme.util import PrivateKey, check_directory_url_type
+
+if TYPE_CHECKING:
+    # Annotations only: Twisted exports this interface from a private module.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = [
     "AcmeEndpointParser",
@@ -104,9 +109,7 @@ class _AcmePort:
         self.http01_port = http01_port
         self.service = service
         self._reloads = reloads
-        self._stopping: Deferred[None] | None = None
-        self._outcome: Failure | bool = False
-        self._waiting: list[Deferred[None]] = []
+        self._stopping: Shared[None] | None = None
 
     def startListening(self) -> None:
         self.port.startListening()
@@ -114,29 +117,16 @@ class _AcmePort:
     def stopListening(self) -> Deferred[None]:
         """
         Stop the service (cancelling issuances in flight), the reloads, the
-        http-01 listener and the TLS port.  Idempotent.
+        http-01 listener and the TLS port.  Idempotent: every call waits for
+        the one stop.  Cancelling the Deferred stops waiting, not the stop.
 
         :returns: A Deferred firing once all of them have stopped.
         """
         if self._stopping is None:
-            self._stopping = Deferred.fromCoroutine(self._stop())
-            self._stopping.addBoth(self._stopped)
-        if isinstance(self._outcome, Failure):
-            return fail(self._outcome)
-        if self._outcome:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append(waiter)
-        return waiter
-
-    def _stopped(self, result: Failure | None) -> None:
-        self._outcome = result if isinstance(result, Failure) else True
-        waiting, self._waiting = self._waiting, []
-        for waiter in waiting:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(None)
+            self._stopping = Shared(
+                Deferred.fromCoroutine(self._stop()), cancel_when_abandoned=False
+            )
+        return self._stopping.subscribe()
 
     async def _stop(self) -> None:
         if self._reloads is not None and self._reloads.running:
@@ -372,30 +362,36 @@ class AutoTLSEndpoint:
 # -- from a description to an endpoint ----------------------------------------------
 
 
-def _trust_root(path: str) -> Any:
+def _trust_root(path: str) -> IOpenSSLTrustRoot:
     """Twisted's trust root for the CA certificates of a PEM file."""
     try:
         with open(path, "rb") as bundle:
             certificates = x509.load_pem_x509_certificates(bundle.read())
     except (OSError, ValueError) as error:
         raise ValueError(f"ca={path}: no CA certificates read: {error}") from error
-    return trustRootFromCertificates(  # type: ignore[no-untyped-call]
+    trust_root: IOpenSSLTrustRoot = trustRootFromCertificates(  # type: ignore[no-untyped-call]
         [
             Certificate.loadPEM(certificate.public_bytes(serialization.Encoding.PEM))
             for certificate in certificates
         ]
     )
+    return trust_root
 
 
 @frozen
 class _ClientCreator:
     """
     Creates the ACME client of a store's directory: its account key is the
-    directory's ``client.key`` (created on first use, in a thread).
+    directory's ``client.key`` (created on first use, in a thread), signing
+    with the algorithm of its type; the client is
+    :meth:`Client.from_url <txacme.client.Client.from_url>`'s, on the pooled
+    transport it builds (trusting ``trust_root``, or the platform's
+    certificate authorities), which :meth:`~txacme.client.Client.close`
+    closes.
     """
 
     path: str
-    trust_root: Any = None
+    trust_root: IOpenSSLTrustRoot | None = None
 
     def __call__(self, reactor: IReactorTime, directory: URL) -> Deferred[Client]:
         return Deferred.fromCoroutine(self._create(reactor, directory))
@@ -405,49 +401,14 @@ class _ClientCreator:
         key = await deferToThreadPool(
             threads, threads.getThreadPool(), load_or_create_client_key, self.path
         )
-        alg = alg_for_key(key)
-        if self.trust_root is None:
-            client: Client = await Client.from_url(reactor, directory, key=key, alg=alg)
-            return client
-        from treq.client import HTTPClient
-        from twisted.web.client import (
-            Agent,
-            BrowserLikePolicyForHTTPS,
-            HTTPConnectionPool,
-        )
-
-        pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-        agent = Agent(  # type: ignore[no-untyped-call]
+        client: Client = await Client.from_url(
             reactor,
-            contextFactory=BrowserLikePolicyForHTTPS(  # type: ignore[no-untyped-call]
-                trustRoot=self.trust_root
-            ),
-            pool=pool,
+            directory,
+            key=key,
+            alg=alg_for_key(key),
+            trust_root=self.trust_root,
         )
-        jws_client = JWSClient(HTTPClient(agent), key, alg, reactor=reactor)
-        pooled = await _PooledClient.from_url(
-            reactor, directory, key=key, alg=alg, jws_client=jws_client
-        )
-        assert isinstance(pooled, _PooledClient)
-        pooled.pool = pool
-        return pooled
-
-
-class _PooledClient(Client):
-    """
-    A client whose :meth:`close` also closes the connection pool of the
-    transport made for it (:meth:`Client.close` closes only the pools
-    :meth:`Client.from_url` made itself).
-    """
-
-    pool: Any = None
-
-    @deferred_async
-    async def close(self) -> None:
-        await super().close()
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            await pool.closeCachedConnections()
+        return client
 
 
 def endpoint_from_options(reactor: Any, options: EndpointOptions) -> AutoTLSEndpoint:
