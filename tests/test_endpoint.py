@@ -35,7 +35,13 @@ from hypothesis import strategies as st
 from josepy.jwk import JWKEC
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -846,6 +852,28 @@ class AddresslessEndpoint(FakeEndpoint):
         return succeed(port)
 
 
+@implementer(IListeningPort)
+@define
+class SlowPort(FakePort):
+    """A port whose stop takes until ``stopping`` fires."""
+
+    stopping: Deferred[None] = field(factory=Deferred)
+
+    def stopListening(self) -> Deferred[None]:  # type: ignore[override]
+        self.stopped = True
+        return self.stopping
+
+
+@define
+class SlowEndpoint(FakeEndpoint):
+    """A server endpoint whose ports take time to stop."""
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        port = SlowPort(factory)
+        self.ports.append(port)
+        return succeed(port)
+
+
 class NoTimersClock(InlineThreadsClock):
     """A clock that cannot schedule calls."""
 
@@ -1090,6 +1118,44 @@ class AutoTLSEndpointTests(TestCase):
         self.assertTrue(self.http.ports[0].stopped)
         self.assertEqual(self.client.closed, 1)
         self.successResultOf(maybeDeferred(port.stopListening))
+
+    def test_stop_outlives_its_callers(self) -> None:
+        """
+        Cancelling the Deferred of ``stopListening``, even the only one,
+        stops waiting, not the stop: the TLS port's stop goes on, and a
+        later call, before and after it is done, gets its outcome.
+        """
+        self.tls = SlowEndpoint()
+        endpoint = self.endpoint()
+        port = self.successResultOf(endpoint.listen(Factory.forProtocol(Protocol)))
+        [tls_port] = cast(list[SlowPort], self.tls.ports)
+        abandoned = maybeDeferred(port.stopListening)
+        abandoned.cancel()
+        self.failureResultOf(abandoned, CancelledError)
+        self.assertTrue(tls_port.stopped)
+        self.assertNoResult(tls_port.stopping)
+        waiting = maybeDeferred(port.stopListening)
+        self.assertNoResult(waiting)
+        assert endpoint.service is not None
+        self.assertFalse(endpoint.service.running)
+        tls_port.stopping.callback(None)
+        self.successResultOf(waiting)
+        self.successResultOf(maybeDeferred(port.stopListening))
+
+    def test_stop_failure_for_every_caller(self) -> None:
+        """
+        A stop that fails (here: the TLS port's) fails for every caller of
+        ``stopListening``, also one that comes after it.
+        """
+        self.tls = SlowEndpoint()
+        endpoint = self.endpoint()
+        port = self.successResultOf(endpoint.listen(Factory.forProtocol(Protocol)))
+        [tls_port] = cast(list[SlowPort], self.tls.ports)
+        first = maybeDeferred(port.stopListening)
+        second = maybeDeferred(port.stopListening)
+        tls_port.stopping.errback(OSError("the port is stuck"))
+        for stopping in (first, second, maybeDeferred(port.stopListening)):
+            self.failureResultOf(stopping, OSError)
 
     def test_http01_listener(self) -> None:
         """

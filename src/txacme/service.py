@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from random import Random
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import pem
 from acme import messages
@@ -53,6 +53,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from txacme._names import entry_names, parse_server_names
+from txacme._shared import Shared as _Shared
 from txacme.client import renewal_certificate_id
 from txacme.errors import (
     AccountDoesNotExist,
@@ -201,78 +202,6 @@ def _panic_not_obtained(failure: Failure, server_name: str) -> None:
         failure,
         server_name=server_name,
     )
-
-
-class _Shared(Generic[_T]):
-    """
-    One operation that any number of callers wait for: each subscriber gets
-    its own Deferred.  Cancelling a subscriber's Deferred detaches that
-    caller only, and the operation is cancelled when its last subscriber
-    is; or, for a subscriber that asked for it (txacme 0.9's
-    ``issue_cert``), cancels the operation for every subscriber.
-
-    :ivar cancelled_by_caller: Whether a subscriber cancelled the operation.
-    """
-
-    def __init__(
-        self,
-        operation: Deferred[_T],
-        names: tuple[str, ...] = (),
-        on_done: Callable[[_Shared[_T]], object] | None = None,
-    ) -> None:
-        self.names = names
-        self.operation = operation
-        self.done = False
-        self.failed = False
-        self.cancelled_by_caller = False
-        self._result: _T | Failure | None = None
-        self._subscribers: list[Deferred[_T]] = []
-        self._on_done = on_done
-        operation.addBoth(self._finished)
-
-    def _finished(self, result: _T | Failure) -> None:
-        self.done = True
-        self.failed = isinstance(result, Failure)
-        self._result = result
-        if self._on_done is not None:
-            self._on_done(self)
-        subscribers, self._subscribers = self._subscribers, []
-        for subscriber in subscribers:
-            if isinstance(result, Failure):
-                subscriber.errback(result)
-            else:
-                subscriber.callback(result)
-
-    def subscribe(self, cancels_operation: bool = False) -> Deferred[_T]:
-        """
-        :param cancels_operation: Whether cancelling the Deferred returned
-            cancels the operation for every subscriber.
-        :returns: A Deferred firing with the operation's result.
-        """
-        if self.done:
-            if isinstance(self._result, Failure):
-                return fail(self._result)
-            return succeed(cast(_T, self._result))
-        subscriber: Deferred[_T] = Deferred(
-            self._cancel_for_all if cancels_operation else self._detach
-        )
-        self._subscribers.append(subscriber)
-        return subscriber
-
-    def _cancel_for_all(self, subscriber: Deferred[_T]) -> None:
-        if not self.done:
-            self.cancelled_by_caller = True
-            self.operation.cancel()
-
-    def _detach(self, subscriber: Deferred[_T]) -> None:
-        if subscriber in self._subscribers:
-            self._subscribers.remove(subscriber)
-        if not self._subscribers and not self.done:
-            self.operation.cancel()
-
-    def cancel(self) -> None:
-        """Cancel the operation, for every subscriber."""
-        self.operation.cancel()
 
 
 @define(eq=False)
