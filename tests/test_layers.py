@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Values, interfaces, errors, helpers: no behaviour of the protocol.
     (
         "txacme._deferred",
+        "txacme._files",
         "txacme._headers",
         "txacme._names",
         "txacme._types",
@@ -50,7 +51,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Responders.
     ("txacme.challenges",),
     # The service and the stores.
-    ("txacme.store", "txacme._shared", "txacme.service"),
+    ("txacme.store", "txacme._shared", "txacme._issuer", "txacme.service"),
     # Endpoints.
     (
         "txacme.endpoint",

@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tests.support import EC_KEY, NOW, AcmeTestCase, RecordingResponder, TestCase
+from txacme._issuer import key_object
 from txacme.client import Client, JWSClient, PollingPolicy, renewal_certificate_id
 from txacme.errors import ServerError
 from txacme.interfaces import ICertificateStore, IResponder
@@ -49,7 +50,6 @@ from txacme.service import (
     AcmeIssuingService,
     Backoff,
     IssuingClient,
-    _key_object,
     parse_server_names,
 )
 from txacme.store import CertificateSummary, MemoryStore, summarize
@@ -325,7 +325,7 @@ class IssueOnStartTests(ServiceTestCase):
             )
             self.successResultOf(service.stopService())
         self.assertEqual(
-            _key_object(ed25519.Ed25519PrivateKey.generate()).as_bytes()[:27],  # type: ignore[arg-type]
+            key_object(ed25519.Ed25519PrivateKey.generate()).as_bytes()[:27],  # type: ignore[arg-type]
             b"-----BEGIN PRIVATE KEY-----",
         )
 

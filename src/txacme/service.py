@@ -29,13 +29,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from random import Random
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import pem
 from acme import messages
 from attrs import define, field, frozen, validators
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -46,35 +43,26 @@ from twisted.internet.defer import (
     fail,
     succeed,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from txacme._issuer import EntryIssuer
 from txacme._names import entry_names, parse_server_names
 from txacme._shared import Shared as _Shared
-from txacme.client import renewal_certificate_id
 from txacme.errors import (
     AccountDoesNotExist,
-    AuthorizationFailed,
-    AuthorizationsNotValid,
-    NoSupportedChallenges,
     NotOffered,
-    OrderFailed,
-    ServerError,
 )
 from txacme.interfaces import (
     ICertificateStore,
     ICertificateSummaries,
-    IOrderJournal,
     IResponder,
     IssuingClient,
 )
-from txacme.issuance import issue_certificate
-from txacme.jws import RetryPolicy
-from txacme.store import CertificateSummary, OrderRecord, summarize
-from txacme.util import KEY_TYPES, PrivateKey, csr_for_names, generate_private_key
+from txacme.store import CertificateSummary, summarize
+from txacme.util import KEY_TYPES, PrivateKey, generate_private_key
 
 __all__ = [
     "AcmeIssuingService",
@@ -140,50 +128,6 @@ class Backoff:
             self.first_delay.total_seconds() * self.factor**exponent,
         )
         return base * (1.0 - self.jitter * random.random())
-
-
-def _key_object(private_key: PrivateKey) -> pem.AbstractPEMObject:
-    """
-    A private key as the store keeps it: PEM in the traditional OpenSSL
-    format of its type, as txacme 0.9 wrote keys (``BEGIN RSA PRIVATE
-    KEY``, ``BEGIN EC PRIVATE KEY``), or PKCS#8 for a type that has none.
-    """
-    try:
-        key_pem = private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    except ValueError:
-        key_pem = private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    [key_object] = pem.parse(key_pem)
-    return key_object
-
-
-def _definitive(error: BaseException) -> bool:
-    """
-    Whether a failed issuance's order is finished with: the CA refused it
-    (an error it does not send for a passing fault, an invalid order or
-    authorization), so that there is nothing to resume; not after a passing
-    fault, a timeout or a lost answer, after which the CA may yet issue.
-    """
-    if isinstance(
-        error,
-        OrderFailed
-        | AuthorizationFailed
-        | AuthorizationsNotValid
-        | NoSupportedChallenges,
-    ):
-        return True
-    return isinstance(error, ServerError) and not _TRANSIENCE.is_transient(error)
-
-
-#: Tells a passing error from a definitive one.
-_TRANSIENCE = RetryPolicy()
 
 
 def _default_panic(failure: Failure, server_name: str) -> None:
@@ -382,6 +326,14 @@ class AcmeIssuingService(Service):
         self._random = random if random is not None else Random()
         self._profile = profile
         self._preferred_chain = preferred_chain
+        self._issuer = EntryIssuer(
+            cert_store,
+            clock,
+            self._responders,
+            self._generate_key,
+            profile,
+            preferred_chain,
+        )
 
         self.ready = False
         self._waiting: list[Deferred[None]] = []
@@ -902,7 +854,7 @@ class AcmeIssuingService(Service):
         )
         await self._semaphore.acquire()
         try:
-            certificate = await self._current_certificate(entry.key)
+            certificate = await self._issuer.current_certificate(entry.key)
             if certificate is None:
                 return
             client = await self._get_client()
@@ -1008,7 +960,7 @@ class AcmeIssuingService(Service):
     async def _issue_now(self, key: str, names: tuple[str, ...]) -> CertificateSummary:
         client = await self._get_client()
         try:
-            return await self._issue_with(client, key, names)
+            return await self._issuer.issue(client, key, names)
         except AccountDoesNotExist:
             # The CA lost its state (a restarted Pebble), or the account was
             # removed: register again, with the same key, and go on.
@@ -1018,146 +970,7 @@ class AcmeIssuingService(Service):
             )
             self._registered = False
             client = await self._get_client()
-            return await self._issue_with(client, key, names)
-
-    async def _issue_with(
-        self, client: IssuingClient, key: str, names: tuple[str, ...]
-    ) -> CertificateSummary:
-        """
-        Issue ``key``'s certificate: go on with its order in flight if the
-        store's journal has one (after a crash or a restart), or order.
-        """
-        journal = IOrderJournal(self.cert_store, None)
-        if journal is not None:
-            pending = await journal.pending_order(key)
-            if pending is not None:
-                resumed = await self._resume(client, key, names, journal, pending)
-                if resumed is not None:
-                    return resumed
-        private_key = await self._new_key()
-        key_object = _key_object(private_key)
-        csr = csr_for_names(list(names), private_key)
-        replaces: str | None = None
-        old = await self._current_certificate(key)
-        if old is not None:
-            try:
-                replaces = renewal_certificate_id(old)
-            except ValueError:
-                replaces = None
-        _log.debug(
-            "Ordering a certificate for {names} (replacing {replaces})",
-            names=list(names),
-            replaces=replaces,
-        )
-
-        async def record(orderr: messages.OrderResource) -> None:
-            if journal is not None:
-                await journal.record_order(
-                    key, OrderRecord(orderr.uri, names, key_object.as_bytes())
-                )
-
-        try:
-            chain = await issue_certificate(
-                client,
-                self._clock,
-                csr,
-                self._responders,
-                preferred_chain=self._preferred_chain,
-                profile=self._profile,
-                replaces=replaces,
-                on_order=record,
-            )
-        except Exception as error:
-            if journal is not None and _definitive(error):
-                # The CA refused: nothing to resume.
-                await journal.forget_order(key)
-            raise
-        summary = await self._store_chain(key, key_object, chain)
-        if journal is not None:
-            await journal.forget_order(key)
-        return summary
-
-    async def _resume(
-        self,
-        client: IssuingClient,
-        key: str,
-        names: tuple[str, ...],
-        journal: IOrderJournal,
-        pending: OrderRecord,
-    ) -> CertificateSummary | None:
-        """
-        Go on with the order in flight a crash or a restart interrupted:
-        download the certificate the CA issued meanwhile (or finish the
-        order), rather than order again.
-
-        :returns: The certificate's summary once stored; ``None`` if the
-            order cannot be resumed (other names, or the CA has forgotten
-            it or failed it): then the record is forgotten, and the caller
-            orders anew.
-        """
-        if set(pending.names) != set(names):
-            await journal.forget_order(key)
-            return None
-        _log.info(
-            "Resuming the order {order_url} for {server_name}",
-            order_url=pending.order_url,
-            server_name=key,
-        )
-        private_key = await self._load_key(pending.key_pem)
-        try:
-            chain = await issue_certificate(
-                client,
-                self._clock,
-                csr_for_names(list(pending.names), private_key),
-                self._responders,
-                preferred_chain=self._preferred_chain,
-                order=pending.order_url,
-            )
-        except (OrderFailed, AccountDoesNotExist) as error:
-            gone: Exception | None = error
-        except ServerError as error:
-            if error.status != 404:
-                if _definitive(error):
-                    await journal.forget_order(key)
-                raise
-            gone = error
-        except Exception as error:
-            if _definitive(error):
-                await journal.forget_order(key)
-            raise
-        else:
-            gone = None
-        if gone is not None:
-            _log.warn(
-                "The order {order_url} for {server_name} cannot be resumed "
-                "({error}); ordering anew",
-                order_url=pending.order_url,
-                server_name=key,
-                error=str(gone),
-            )
-            await journal.forget_order(key)
-            if isinstance(gone, AccountDoesNotExist):
-                raise gone
-            return None
-        [key_object] = pem.parse(pending.key_pem)
-        summary = await self._store_chain(key, key_object, chain)
-        await journal.forget_order(key)
-        return summary
-
-    async def _store_chain(
-        self, key: str, key_object: pem.AbstractPEMObject, chain: str
-    ) -> CertificateSummary:
-        """Store the key and the chain as the entry ``key``."""
-        certificates = [
-            obj
-            for obj in pem.parse(chain.encode("ascii"))
-            if isinstance(obj, pem.Certificate)
-        ]
-        if not certificates:
-            raise ValueError("The CA's answer holds no certificate")
-        await self.cert_store.store(key, [key_object, *certificates])
-        leaf = x509.load_pem_x509_certificate(certificates[0].as_bytes())
-        return CertificateSummary.from_certificate(leaf)
+            return await self._issuer.issue(client, key, names)
 
     def _entry(self, key: str) -> _Entry:
         entry = self._entries.get(key)
@@ -1244,60 +1057,6 @@ class AcmeIssuingService(Service):
             _log.failure(
                 "The panic callback failed for {server_name}", server_name=entry.key
             )
-
-    async def _current_certificate(self, key: str) -> x509.Certificate | None:
-        """
-        The entry's certificate, read from the store; ``None`` if there is
-        none, or if the store cannot be read by name (txacme 0.9 needed
-        only ``store``, and applications' own stores may have no ``get``).
-        """
-        get = getattr(self.cert_store, "get", None)
-        if get is None:
-            return None
-        try:
-            objects = await self.cert_store.get(key)
-        except KeyError:
-            return None
-        except CancelledError:
-            raise
-        except Exception as error:
-            _log.warn(
-                "Reading the certificate of {server_name} from the store "
-                "failed: {error}",
-                server_name=key,
-                error=str(error) or type(error).__name__,
-            )
-            return None
-        for obj in objects:
-            if isinstance(obj, pem.Certificate):
-                try:
-                    return x509.load_pem_x509_certificate(obj.as_bytes())
-                except ValueError:
-                    return None
-        return None
-
-    async def _new_key(self) -> PrivateKey:
-        return await self._off_reactor(self._generate_key)
-
-    async def _load_key(self, key_pem: bytes) -> PrivateKey:
-        """A private key from PEM (checking an RSA key takes a while)."""
-
-        def load() -> PrivateKey:
-            return cast(
-                PrivateKey, serialization.load_pem_private_key(key_pem, password=None)
-            )
-
-        return await self._off_reactor(load)
-
-    async def _off_reactor(self, work: Callable[[], _T]) -> _T:
-        """
-        Do CPU work in the reactor's thread pool when ``clock`` is a reactor
-        with threads, synchronously otherwise (a ``Clock`` in tests).
-        """
-        if IReactorThreads.providedBy(self._clock):
-            reactor = cast(IReactorThreads, self._clock)
-            return await deferToThreadPool(reactor, reactor.getThreadPool(), work)
-        return work()
 
     # -- the client ---------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -41,6 +40,12 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from txacme._files import (
+    create_exclusively,
+    fsync_directory,
+    is_stale_temporary,
+    write_atomically,
+)
 from txacme._names import check_server_name
 from txacme.interfaces import ICertificateStore, ICertificateSummaries, IOrderJournal
 from txacme.util import generate_private_key
@@ -70,10 +75,6 @@ _PEM_SUFFIX = ".pem"
 #: over.
 _STATE_DIRECTORY = ".txacme"
 _ORDERS = "orders"
-_TEMPORARY_PREFIX = ".txacme-"
-_TEMPORARY_SUFFIX = ".tmp"
-#: A temporary file this old is what a writer killed mid-write left behind.
-_STALE_TEMPORARY_SECONDS = 3600.0
 _BEGIN_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _END_CERTIFICATE = b"-----END CERTIFICATE-----"
 _READ_SIZE = 16384
@@ -275,108 +276,6 @@ def _as_directory(path: PathLike) -> str:
     return os.fsdecode(path)
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make a rename or link in ``directory`` durable."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover (platforms without directory fds)
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:  # pragma: no cover (file systems refusing directory fsync)
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def _write_temporary(directory: str, content: bytes) -> str:
-    """
-    Write ``content`` to a new temporary file in ``directory``, created
-    readable by its owner only, and flush it to disk.
-
-    :returns: The temporary file's path.
-    """
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=_TEMPORARY_PREFIX, suffix=_TEMPORARY_SUFFIX, dir=directory
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as output:
-            output.write(content)
-            output.flush()
-            os.fsync(output.fileno())
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return temporary
-
-
-def _write_atomically(directory: str, name: str, content: bytes) -> None:
-    """
-    Replace ``directory/name`` with ``content`` so that a reader, or a
-    process started after a crash, sees the old file or the new one, whole:
-    write a temporary file in the same directory (mode 0600), flush and
-    ``fsync`` it, ``os.replace`` it onto the name, ``fsync`` the directory.
-
-    :param directory: The directory.
-    :param name: The file's name in it.
-    :param content: The new content.
-    """
-    temporary = _write_temporary(directory, content)
-    try:
-        os.replace(temporary, os.path.join(directory, name))
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def _create_exclusively(directory: str, name: str, content: bytes) -> bool:
-    """
-    Create ``directory/name`` with ``content`` (mode 0600) unless it exists,
-    atomically: the file appears whole or not at all, and an existing file
-    is never replaced (the temporary file is hard-linked to the name).
-
-    :returns: Whether the file was created.
-    """
-    temporary = _write_temporary(directory, content)
-    target = os.path.join(directory, name)
-    try:
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            return False
-        except OSError:
-            # File systems without hard links: a small window in which
-            # another creator's file could be replaced by an equally
-            # complete one.
-            if os.path.lexists(target):
-                return False
-            os.replace(temporary, target)
-            temporary = ""
-    finally:
-        if temporary:
-            with suppress(OSError):
-                os.unlink(temporary)
-    _fsync_directory(directory)
-    return True
-
-
-def _is_stale_temporary(entry: os.DirEntry[str], now: float) -> bool:
-    if not (
-        entry.name.startswith(_TEMPORARY_PREFIX)
-        and entry.name.endswith(_TEMPORARY_SUFFIX)
-    ):
-        return False
-    try:
-        return now - entry.stat(follow_symlinks=False).st_mtime > (
-            _STALE_TEMPORARY_SECONDS
-        )
-    except OSError:
-        return False
-
-
 @implementer(ICertificateStore, ICertificateSummaries, IOrderJournal)
 class DirectoryStore:
     """
@@ -447,7 +346,7 @@ class DirectoryStore:
         return self._run(self._get, server_name)
 
     def _store(self, server_name: str, content: bytes) -> None:
-        _write_atomically(
+        write_atomically(
             self._directory, check_server_name(server_name) + _PEM_SUFFIX, content
         )
 
@@ -479,7 +378,7 @@ class DirectoryStore:
             for entry in listing:
                 name = entry.name
                 if name.startswith("."):
-                    if _is_stale_temporary(entry, now):
+                    if is_stale_temporary(entry, now):
                         with suppress(OSError):
                             os.unlink(entry.path)
                     continue
@@ -540,7 +439,7 @@ class DirectoryStore:
         return check_server_name(server_name) + ".json"
 
     def _record_order(self, server_name: str, content: bytes) -> None:
-        _write_atomically(
+        write_atomically(
             self._orders_directory(create=True), self._order_file(server_name), content
         )
 
@@ -588,7 +487,7 @@ class DirectoryStore:
         directory = self._orders_directory(create=False)
         with suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(os.path.join(directory, self._order_file(server_name)))
-            _fsync_directory(directory)
+            fsync_directory(directory)
         # Leave no empty directories behind (another process may be
         # recording meanwhile: then they are not empty, and stay).
         with suppress(OSError):
@@ -725,7 +624,7 @@ def load_or_create_client_key(pem_path: PathLike) -> JWK:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    if _create_exclusively(directory, CLIENT_KEY_NAME, content):
+    if create_exclusively(directory, CLIENT_KEY_NAME, content):
         _log.info("Created a new ACME account key in {path}", path=path)
         return JWKRSA(key=key)
     with open(path, "rb") as key_file:
