@@ -214,6 +214,13 @@ def _type_checking_imports(module: types.ModuleType) -> dict[str, object]:
                 except ImportError:
                     continue
                 for alias in statement.names:
+                    if not hasattr(imported, alias.name):
+                        # A submodule not imported yet (``from acme import
+                        # messages``).
+                        try:
+                            importlib.import_module(f"{source}.{alias.name}")
+                        except ImportError:
+                            continue
                     if hasattr(imported, alias.name):
                         names[alias.asname or alias.name] = getattr(
                             imported, alias.name

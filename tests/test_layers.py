@@ -51,7 +51,13 @@ LAYERS: list[tuple[str, ...]] = [
     # Responders.
     ("txacme.challenges",),
     # The service and the stores.
-    ("txacme.store", "txacme._shared", "txacme._issuer", "txacme.service"),
+    (
+        "txacme.store",
+        "txacme._shared",
+        "txacme._issuer",
+        "txacme._renewal",
+        "txacme.service",
+    ),
     # Endpoints.
     (
         "txacme.endpoint",

@@ -10,15 +10,20 @@ private key, a certificate (for one name or several) and the issuer chain.
 At start and every ``check_interval`` it issues a certificate for every
 entry that lacks one and renews those whose time has come: when the CA
 offers ACME Renewal Information (RFC 9773), at a random moment of the
-window the CA suggests; otherwise when a third of the certificate's
-lifetime remains (or as ``reissue_interval`` says).  Failures are retried
-with exponential backoff; a certificate about to expire while renewal keeps
-failing makes the service call ``panic``.
+window the CA suggests; otherwise as ``reissue_interval`` says.  Failures
+are retried with exponential backoff; a certificate about to expire while
+renewal keeps failing makes the service call ``panic``.
 
-It uses only the public API of :mod:`txacme.client`
-(:func:`~txacme.client.issue_certificate` and the methods of
-:class:`IssuingClient`), so :class:`txacme.testing.FakeClient` can stand in
-for a :class:`~txacme.client.Client` in tests.
+It uses only the issuance workflow (:func:`~txacme.client.issue_certificate`)
+and the :class:`IssuingClient` interface, so :class:`txacme.testing.FakeClient`
+can stand in for a :class:`~txacme.client.Client` in tests.
+
+Its parts: the rules that make an entry due and the backoff are in
+``txacme._renewal``, issuing one entry (keys, orders, resuming) in
+``txacme._issuer``.  What stays here is the one class that schedules
+entries (checks, wake-ups, sweeps, renewal information, failures), longer
+than the other modules because its docstring is the reference of
+txacme 0.9's arguments and of the new ones.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from random import Random
 from typing import Any, TypeVar
 
 from acme import messages
-from attrs import define, field, frozen, validators
+from attrs import evolve
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -50,6 +55,12 @@ from twisted.python.failure import Failure
 
 from txacme._issuer import EntryIssuer
 from txacme._names import entry_names, parse_server_names
+from txacme._renewal import (
+    TIMED,
+    Backoff,
+    Entry,
+    RenewalRules,
+)
 from txacme._shared import Shared as _Shared
 from txacme.errors import (
     AccountDoesNotExist,
@@ -74,60 +85,10 @@ __all__ = [
 _log = Logger()
 _T = TypeVar("_T")
 
-#: Why an entry is issued or renewed, as logged.
-_NO_CERTIFICATE = "no certificate"
-_NAMES_CHANGED = "names changed"
-_EXPIRED = "expired"
-_RENEWAL_DUE = "renewal due"
-_PANIC = "expires within panic_interval"
-_ARI_WINDOW = "in the CA's renewal window"
-#: Reasons that the CA's renewal information could postpone.
-_TIMED = frozenset({_RENEWAL_DUE, _ARI_WINDOW})
-#: The shortest wait between two renewalInfo requests for one certificate.
-_MIN_ARI_RETRY = 60.0
-#: txacme 0.9's reissue_interval and panic_interval, the defaults.
-_DEFAULT_REISSUE = timedelta(days=30).total_seconds()
-_DEFAULT_PANIC = timedelta(days=15).total_seconds()
 #: Entries a sweep looks at before letting the reactor run other work.
 _YIELD_EVERY = 2000
-
-
-@frozen
-class Backoff:
-    """
-    How :class:`AcmeIssuingService` waits before retrying a failed
-    issuance: the n-th consecutive failure (from 1) waits
-    ``first_delay * factor ** (n - 1)``, at most ``max_delay``, shortened
-    by a random fraction of up to ``jitter`` so that many entries failing
-    together do not retry together.  The service never waits longer than
-    one ``check_interval``, unless the CA asked for longer (``Retry-After``).
-
-    :ivar first_delay: The wait after the first failure.
-    :ivar factor: The growth of each later wait.
-    :ivar max_delay: The longest wait.
-    :ivar jitter: The largest fraction taken off a wait (0 to 1).
-    """
-
-    first_delay: timedelta = field(default=timedelta(minutes=5))
-    factor: float = field(default=2.0, validator=validators.ge(1.0))
-    max_delay: timedelta = field(default=timedelta(hours=6))
-    jitter: float = field(
-        default=0.5, validator=[validators.ge(0.0), validators.lt(1.0)]
-    )
-
-    def delay(self, failures: int, random: Random) -> float:
-        """
-        The seconds to wait after ``failures`` consecutive failures.
-
-        :param failures: How many failures in a row (1 or more).
-        :param random: The source of the jitter.
-        """
-        exponent = min(max(failures, 1) - 1, 64)
-        base = min(
-            self.max_delay.total_seconds(),
-            self.first_delay.total_seconds() * self.factor**exponent,
-        )
-        return base * (1.0 - self.jitter * random.random())
+#: The shortest wait between two renewalInfo requests for one certificate.
+_MIN_ARI_RETRY = 60.0
 
 
 def _default_panic(failure: Failure, server_name: str) -> None:
@@ -146,25 +107,6 @@ def _panic_not_obtained(failure: Failure, server_name: str) -> None:
         failure,
         server_name=server_name,
     )
-
-
-@define(eq=False)
-class _Entry:
-    """What the service knows of one store entry between checks."""
-
-    key: str
-    summary: CertificateSummary | None = None
-    #: The CA's suggested window (RFC 9773), the moment picked in it, and
-    #: when to ask again.
-    ari_window: tuple[datetime, datetime] | None = None
-    ari_renew_at: float | None = None
-    ari_next: float = 0.0
-    #: Consecutive failures, and no automatic attempt before retry_at.
-    failures: int = 0
-    retry_at: float = 0.0
-    panicked_at: float | None = None
-    #: When the service last stored a certificate for it.
-    updated_at: float = -math.inf
 
 
 class AcmeIssuingService(Service):
@@ -262,9 +204,6 @@ class AcmeIssuingService(Service):
         (see :func:`~txacme.client.select_chain`), or ``None``.
 
     :ivar cert_store: The store.
-    :ivar check_interval: As given.
-    :ivar reissue_interval: As given (``None``: derived from lifetimes).
-    :ivar panic_interval: As given (``None``: derived from lifetimes).
     :ivar max_concurrent: As given.
     :ivar ready: Whether the first check since the service started has
         finished (see :meth:`when_certs_valid`).
@@ -306,9 +245,7 @@ class AcmeIssuingService(Service):
         self._clock = clock
         self._responders = list(responders)
         self._email = email
-        self.check_interval = check_interval
-        self.reissue_interval = reissue_interval
-        self.panic_interval = panic_interval
+        self._rules = RenewalRules(check_interval, reissue_interval, panic_interval)
         self._panic = panic if panic is not None else _default_panic
         if key_type.lower() not in KEY_TYPES:
             raise ValueError(
@@ -341,7 +278,7 @@ class AcmeIssuingService(Service):
         for wanted in names:
             parsed = entry_names(wanted)
             self._wanted[parsed[0]] = parsed
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Entry] = {}
         self._issuing: dict[str, _Shared[None]] = {}
         self._semaphore = DeferredSemaphore(max_concurrent)
         self._client: _Shared[IssuingClient] | None = None
@@ -360,6 +297,33 @@ class AcmeIssuingService(Service):
         self._wakeup: IDelayedCall | None = None
         #: The heap time the wake-up is armed for.
         self._wakeup_at = math.inf
+
+    @property
+    def check_interval(self) -> timedelta:
+        """The time between two checks of the store."""
+        return self._rules.check_interval
+
+    @check_interval.setter
+    def check_interval(self, interval: timedelta) -> None:
+        self._rules = evolve(self._rules, check_interval=interval)
+
+    @property
+    def reissue_interval(self) -> timedelta | None:
+        """As given (``None``: derived from lifetimes)."""
+        return self._rules.reissue_interval
+
+    @reissue_interval.setter
+    def reissue_interval(self, interval: timedelta | None) -> None:
+        self._rules = evolve(self._rules, reissue_interval=interval)
+
+    @property
+    def panic_interval(self) -> timedelta | None:
+        """As given (``None``: derived from lifetimes)."""
+        return self._rules.panic_interval
+
+    @panic_interval.setter
+    def panic_interval(self, interval: timedelta | None) -> None:
+        self._rules = evolve(self._rules, panic_interval=interval)
 
     # -- the public API --------------------------------------------------------
 
@@ -566,10 +530,10 @@ class AcmeIssuingService(Service):
         urgent: list[str] = []
         later: list[str] = []
         for key, entry in self._entries.items():
-            reason = self._due(entry, now)
+            reason = self._rules.due(entry, now, self._wanted.get(entry.key))
             stale = self._ari_stale(entry, now)
             if reason is not None and not (
-                stale and reason in _TIMED and now < self._panic_at(entry)
+                stale and reason in TIMED and now < self._rules.panic_at(entry)
             ):
                 urgent.append(key)
             elif stale or reason is not None:
@@ -600,11 +564,11 @@ class AcmeIssuingService(Service):
         Take the store's entries as read by a check that started at
         ``started``; what the service stored since then is newer.
         """
-        entries: dict[str, _Entry] = {}
+        entries: dict[str, Entry] = {}
         for key, summary in summaries.items():
             entry = self._entries.get(key)
             if entry is None:
-                entry = _Entry(key)
+                entry = Entry(key)
             if entry.summary != summary and entry.updated_at < started:
                 self._new_certificate(entry, summary)
             entries[key] = entry
@@ -615,13 +579,13 @@ class AcmeIssuingService(Service):
                 entries[key] = entry
         for key in self._wanted:
             if key not in entries:
-                entry = self._entries.get(key) or _Entry(key)
+                entry = self._entries.get(key) or Entry(key)
                 self._new_certificate(entry, None)
                 entries[key] = entry
         self._entries = entries
 
     def _new_certificate(
-        self, entry: _Entry, summary: CertificateSummary | None
+        self, entry: Entry, summary: CertificateSummary | None
     ) -> None:
         entry.summary = summary
         entry.ari_window = None
@@ -639,79 +603,7 @@ class AcmeIssuingService(Service):
             return (key, *[name for name in entry.summary.names if name != key])
         return (key,)
 
-    def _reissue_seconds(self, summary: CertificateSummary) -> float:
-        """
-        How long before expiry ``summary``'s certificate is renewed (without
-        renewal information): ``reissue_interval`` (by default txacme 0.9's
-        30 days), or a third of the lifetime when that is not shorter than
-        the lifetime.
-        """
-        lifetime = summary.lifetime
-        interval = (
-            self.reissue_interval.total_seconds()
-            if self.reissue_interval is not None
-            else _DEFAULT_REISSUE
-        )
-        if interval < lifetime:
-            return interval
-        return lifetime / 3
-
-    def _panic_seconds(self, summary: CertificateSummary) -> float:
-        """
-        ``panic_interval`` as given; by default txacme 0.9's 15 days, or
-        half the renewal interval if shorter.
-        """
-        if self.panic_interval is not None:
-            return self.panic_interval.total_seconds()
-        return min(_DEFAULT_PANIC, self._reissue_seconds(summary) / 2)
-
-    def _panic_at(self, entry: _Entry) -> float:
-        """When ``entry``'s certificate enters ``panic_interval``."""
-        if entry.summary is None:
-            return -math.inf
-        return entry.summary.not_after.timestamp() - self._panic_seconds(entry.summary)
-
-    def _panic_due(self, entry: _Entry) -> float:
-        """
-        When ``entry`` is reissued for being inside ``panic_interval``: not
-        before the check after the service stored its certificate, for a
-        ``panic_interval`` longer than the certificates' lifetime.
-        """
-        return max(
-            self._panic_at(entry),
-            entry.updated_at + self.check_interval.total_seconds(),
-        )
-
-    def _renewal_time(self, entry: _Entry) -> float:
-        summary = entry.summary
-        if summary is None:
-            return -math.inf
-        panic = self._panic_due(entry)
-        if entry.ari_renew_at is not None:
-            return min(entry.ari_renew_at, panic)
-        return min(
-            summary.not_after.timestamp() - self._reissue_seconds(summary), panic
-        )
-
-    def _due(self, entry: _Entry, now: float) -> str | None:
-        """Why ``entry`` should be issued now, or ``None``."""
-        if now < entry.retry_at:
-            return None
-        summary = entry.summary
-        if summary is None:
-            return _NO_CERTIFICATE
-        wanted = self._wanted.get(entry.key)
-        if wanted is not None and not set(wanted).issubset(summary.names):
-            return _NAMES_CHANGED
-        if now >= summary.not_after.timestamp():
-            return _EXPIRED
-        if now >= self._panic_due(entry):
-            return _PANIC
-        if now >= self._renewal_time(entry):
-            return _RENEWAL_DUE if entry.ari_renew_at is None else _ARI_WINDOW
-        return None
-
-    def _ari_stale(self, entry: _Entry, now: float) -> bool:
+    def _ari_stale(self, entry: Entry, now: float) -> bool:
         """Whether to ask the CA for ``entry``'s renewal information."""
         return (
             self._ari_offered is not False
@@ -720,12 +612,9 @@ class AcmeIssuingService(Service):
             and now < entry.summary.not_after.timestamp()
         )
 
-    def _in_panic(self, entry: _Entry, now: float) -> bool:
-        return now >= self._panic_at(entry)
-
     # -- timers between checks -------------------------------------------------
 
-    def _schedule(self, entry: _Entry, now: float) -> None:
+    def _schedule(self, entry: Entry, now: float) -> None:
         """Wake up for ``entry``'s next event, if before the next check."""
         if not self.running:
             return
@@ -734,7 +623,7 @@ class AcmeIssuingService(Service):
         elif entry.summary is None:
             return
         else:
-            when = self._renewal_time(entry)
+            when = self._rules.renewal_time(entry)
             if self._ari_offered is not False:
                 when = min(when, entry.ari_next)
         if when >= self._next_check:
@@ -821,7 +710,9 @@ class AcmeIssuingService(Service):
                 await deferLater(self._clock, 0)
             if ask_ari and self._ari_stale(entry, self._clock.seconds()):
                 await self._ask_ari(entry)
-            reason = self._due(entry, self._clock.seconds())
+            reason = self._rules.due(
+                entry, self._clock.seconds(), self._wanted.get(entry.key)
+            )
             if reason is not None:
                 _log.info(
                     "Issuing a certificate for {server_name}: {reason}",
@@ -842,7 +733,7 @@ class AcmeIssuingService(Service):
 
     # -- renewal information (RFC 9773) ----------------------------------------
 
-    async def _ask_ari(self, entry: _Entry) -> None:
+    async def _ask_ari(self, entry: Entry) -> None:
         """
         Ask the CA when to renew ``entry`` (RFC 9773), and pick the moment.
         Whatever happens, the next question is not before ``ari_next``.
@@ -972,10 +863,10 @@ class AcmeIssuingService(Service):
             client = await self._get_client()
             return await self._issuer.issue(client, key, names)
 
-    def _entry(self, key: str) -> _Entry:
+    def _entry(self, key: str) -> Entry:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry(key)
+            entry = self._entries[key] = Entry(key)
         return entry
 
     def _succeeded(self, key: str, summary: CertificateSummary) -> None:
@@ -1018,7 +909,7 @@ class AcmeIssuingService(Service):
         if isinstance(server_delay, int | float) and server_delay > delay:
             delay = float(server_delay)
         entry.retry_at = now + delay
-        if self._in_panic(entry, now):
+        if self._rules.in_panic(entry, now):
             # Reported through panic, at most once per check_interval, as
             # txacme 0.9 reported it (and not logged as an error besides).
             if (
@@ -1047,7 +938,7 @@ class AcmeIssuingService(Service):
             )
         self._schedule(entry, now)
 
-    def _call_panic(self, entry: _Entry, failure: Failure) -> None:
+    def _call_panic(self, entry: Entry, failure: Failure) -> None:
         try:
             if self._panic is _default_panic and entry.summary is None:
                 _panic_not_obtained(failure, entry.key)
