@@ -261,8 +261,15 @@ PUBLIC = {
         "MemoryStore",
         "NullResponder",
         "MemoryAcmeServer",
+        "FaultPlan",
+        "InjectedFault",
     ],
     "txacme.testing.pebble": ["PebbleServer", "PebbleOptions", "ServedSite"],
+    "txacme.testing.faultproxy": [
+        "FaultProxy",
+        "ProxiedRequest",
+        "classify_pebble_path",
+    ],
     "txacme.challenges": [
         "HTTP01Responder",
         "TLSALPN01Responder",

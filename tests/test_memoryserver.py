@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import unittest
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,14 +29,18 @@ from josepy.b64 import b64decode, b64encode
 from josepy.jwa import ES256, ES384, ES512, HS256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA, JWKOct
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
 from txacme.testing import (
+    FAULT_KINDS,
+    InjectedFault,
     LoggedRequest,
     MemoryAcmeServer,
     MemoryCertificate,
@@ -317,6 +322,17 @@ class TypedTestCase(SynchronousTestCase):
         except exception as error:
             return error
         self.fail(f"{exception.__name__} not raised")
+
+    def failureResultOf(
+        self, deferred: Deferred[Any], *expected: type[BaseException]
+    ) -> Failure:
+        trial: Any = super()
+        failure: Failure = trial.failureResultOf(deferred, *expected)
+        return failure
+
+    def assertNoResult(self, deferred: Deferred[Any]) -> None:
+        trial: Any = super()
+        trial.assertNoResult(deferred)
 
     def flushLoggedErrors(self, *error_types: type[BaseException]) -> list[Failure]:
         trial: Any = super()
@@ -2199,6 +2215,444 @@ class FaultInjectionTests(ServerTestCase):
         self.assertEqual(first, outcomes())
         rejected = first.count(400)
         self.assertTrue(15 <= rejected <= 45, rejected)
+
+
+class NetworkFaultTests(ServerTestCase):
+    """
+    The faults of issue 11: :meth:`~MemoryAcmeServer.drop_next`,
+    :meth:`~MemoryAcmeServer.delay_next`,
+    :meth:`~MemoryAcmeServer.inject_next` and
+    :meth:`~MemoryAcmeServer.random_faults`, and faults of ``newNonce``
+    through the older switches.
+    """
+
+    def send(
+        self,
+        client: Client,
+        method: str,
+        url: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> Deferred[Any]:
+        """
+        A request through the client's ``StubTreq``, its Deferred unread.
+        """
+        deferred: Deferred[Any] = client.http.request(
+            method, url, data=body or None, headers=headers or {}
+        )
+        return deferred
+
+    def read(self, client: Client, deferred: Deferred[Any]) -> Answer:
+        """
+        The answer a request's Deferred fired with, read to the end.
+        """
+        response = self.successResultOf(deferred)
+        content = self.successResultOf(client.http.content(response))
+        return Answer(response.code, response.headers, content)
+
+    def new_order_body(self, client: Client, name: str = "a.example") -> bytes:
+        """
+        A signed newOrder request body for ``name``, with a fresh nonce.
+        """
+        return client.sign(
+            client.directory["newOrder"],
+            {"identifiers": [{"type": "dns", "value": name}]},
+        )
+
+    def assertDropped(self, deferred: Deferred[Any]) -> None:
+        """
+        Assert that a request failed as treq's does on a connection closed
+        without an answer.
+        """
+        error = self.failureResultOf(deferred, ResponseNeverReceived).value
+        assert isinstance(error, ResponseNeverReceived)
+        reasons = error.reasons
+        self.assertTrue(
+            reasons and all(reason.check(ConnectionDone) for reason in reasons),
+            reasons,
+        )
+
+    def test_drop_before(self) -> None:
+        """
+        ``drop_next(stage="before")`` fails the request with a connection
+        error and the server acts on nothing: no order, no log entry, and
+        the request's nonce is still good, so the same body sent again
+        creates the order.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.drop_next("newOrder", "before")
+        url = client.directory["newOrder"]
+        body = self.new_order_body(client)
+        logged = len(server.requests)
+        self.assertDropped(
+            self.send(client, "POST", url, body, {"Content-Type": _JOSE})
+        )
+        self.assertEqual(server.orders, [])
+        self.assertEqual(len(server.requests), logged)
+        resent = client.request("POST", url, body, {"Content-Type": _JOSE})
+        self.assertEqual(resent.status, 201, resent.body)
+        self.assertEqual(len(server.orders), 1)
+
+    def test_drop_after(self) -> None:
+        """
+        ``drop_next(stage="after")`` on newOrder: the order exists on the
+        server and the request is logged with the status it got, while the
+        client got a connection error.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.drop_next("newOrder", "after")
+        url = client.directory["newOrder"]
+        body = self.new_order_body(client)
+        self.assertDropped(
+            self.send(client, "POST", url, body, {"Content-Type": _JOSE})
+        )
+        [order] = server.orders
+        self.assertEqual(order.status, "pending")
+        self.assertEqual(
+            server.requests[-1], LoggedRequest("POST", "newOrder", url, 201)
+        )
+        self.assertEqual(
+            server.injected_faults,
+            [InjectedFault("POST", "newOrder", url, "drop-after")],
+        )
+
+    def test_drop_default_and_count(self) -> None:
+        """
+        By default the drop is before the server; ``count`` drops that many
+        requests to the endpoint, and the next one is answered.
+        """
+        server = self.server()
+        client = self.client(server)
+        server.drop_next("newNonce", count=2)
+        url = client.directory["newNonce"]
+        for _ in range(2):
+            self.assertDropped(self.send(client, "HEAD", url))
+        self.assertEqual(self.read(client, self.send(client, "HEAD", url)).status, 200)
+        self.assertEqual(server.fault_counts, Counter({"drop-before": 2}))
+        self.assertEqual(server.request_counts()["newNonce"], 1)
+
+    def test_drop_challenge_after(self) -> None:
+        """
+        A challenge response dropped after the server acted has started
+        validation: the authorization becomes valid.
+        """
+        server = self.server()
+        client = self.registered(server)
+        order = client.new_order("a.example").json()
+        authorization_url = order["authorizations"][0]
+        challenge = client.post(authorization_url).json()["challenges"][0]
+        server.drop_next("challenge", "after")
+        body = client.sign(challenge["url"], {})
+        self.assertDropped(
+            self.send(client, "POST", challenge["url"], body, {"Content-Type": _JOSE})
+        )
+        self.assertEqual(client.post(authorization_url).json()["status"], "valid")
+
+    def test_delay(self) -> None:
+        """
+        ``delay_next`` acts on the request at once and answers ``seconds``
+        later on the server's clock.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.delay_next("newOrder", 5)
+        url = client.directory["newOrder"]
+        pending = self.send(
+            client, "POST", url, self.new_order_body(client), {"Content-Type": _JOSE}
+        )
+        self.assertNoResult(pending)
+        self.assertEqual(len(server.orders), 1)
+        self.clock.advance(4.9)
+        self.assertNoResult(pending)
+        self.clock.advance(0.1)
+        answer = self.read(client, pending)
+        self.assertEqual(answer.status, 201, answer.body)
+        self.assertEqual(answer.json()["status"], "pending")
+        self.assertIsNotNone(answer.header("replay-nonce"))
+        self.assertEqual(answer.header("location"), server.orders[0].url)
+        self.assertEqual(server.fault_counts, Counter({"delay": 1}))
+
+    def test_delay_head(self) -> None:
+        """
+        A delayed answer to a HEAD newNonce brings its nonce.
+        """
+        server = self.server()
+        client = self.client(server)
+        server.delay_next("newNonce", 1)
+        pending = self.send(client, "HEAD", client.directory["newNonce"])
+        self.assertNoResult(pending)
+        self.clock.advance(1)
+        answer = self.read(client, pending)
+        self.assertEqual(answer.status, 200)
+        self.assertIsNotNone(answer.header("replay-nonce"))
+
+    def test_delay_given_up(self) -> None:
+        """
+        A client that cancels its request before a delayed answer comes gets
+        no answer later, and the server goes on answering.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.delay_next("newOrder", 5)
+        url = client.directory["newOrder"]
+        pending = self.send(
+            client, "POST", url, self.new_order_body(client), {"Content-Type": _JOSE}
+        )
+        pending.cancel()
+        self.failureResultOf(pending, ResponseNeverReceived)
+        self.clock.advance(5)
+        self.assertEqual(client.new_order("b.example").status, 201)
+        self.assertEqual(len(server.orders), 2)
+
+    def test_switch_checks(self) -> None:
+        """
+        Unknown endpoints, stages and kinds, and delays that are not
+        positive, are refused.
+        """
+        server = self.server()
+        self.assertRaises(ValueError, server.drop_next, "newThing")
+        self.assertRaises(ValueError, server.drop_next, "newOrder", "during")
+        self.assertRaises(ValueError, server.delay_next, "newOrder", 0)
+        self.assertRaises(ValueError, server.delay_next, "newThing", 1)
+        self.assertRaises(ValueError, server.inject_next, "newOrder", "flood")
+        self.assertRaises(ValueError, server.random_faults, 1.5)
+        self.assertRaises(ValueError, server.random_faults, 0.5, ["flood"])
+        self.assertRaises(ValueError, server.random_faults, 0.5, endpoints=["x"])
+
+    def test_new_nonce_faults(self) -> None:
+        """
+        ``newNonce`` can fail through the older switches: a 503, a 429 with
+        ``Retry-After``, and a 200 without ``Replay-Nonce``.
+        """
+        server = self.server()
+        client = self.client(server)
+        url = client.directory["newNonce"]
+        server.fail_next("newNonce", None, status=503)
+        server.fail_next("newNonce", "rateLimited", retry_after=3)
+        unavailable = client.request("HEAD", url)
+        limited = client.request("HEAD", url)
+        server.break_next("newNonce", "no-replay-nonce")
+        no_nonce = client.request("HEAD", url)
+        self.assertEqual(unavailable.status, 503)
+        self.assertEqual(limited.status, 429)
+        self.assertEqual(limited.header("retry-after"), "3")
+        self.assertEqual(no_nonce.status, 200)
+        self.assertIsNone(no_nonce.header("replay-nonce"))
+        self.assertIsNotNone(client.request("HEAD", url).header("replay-nonce"))
+
+    def test_html_200(self) -> None:
+        """
+        ``break_next("html")`` on a POST answered 200 keeps the 200 and
+        makes it ``text/html`` garbage, as a captive portal answers.
+        """
+        server = self.server()
+        client = self.registered(server)
+        order_url = client.new_order("a.example").header("location")
+        assert order_url is not None
+        server.break_next("order", "html")
+        answer = client.post(order_url)
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.header("content-type"), "text/html")
+        self.assertRaises(ValueError, answer.json)
+
+    def test_inject_answers(self) -> None:
+        """
+        The kinds of ``inject_next`` that answer in the CA's place: each
+        status, content type, ``Retry-After`` and body; the CA's own answers
+        (500, 429) carry a nonce and are logged, those of a device in
+        between (503, 200 HTML) carry none and never reach the server; no
+        order is created.
+        """
+        server = self.server()
+        client = self.registered(server)
+        for kind in (
+            "unavailable",
+            "truncated-error",
+            "rate-limited",
+            "captive-portal",
+        ):
+            server.inject_next("newOrder", kind)
+        logged = len(server.requests)
+        unavailable = client.new_order("a.example")
+        truncated = client.new_order("a.example")
+        limited = client.new_order("a.example")
+        portal = client.new_order("a.example")
+        self.assertEqual(
+            (unavailable.status, unavailable.header("content-type")),
+            (503, "text/html"),
+        )
+        self.assertEqual(unavailable.header("retry-after"), "1")
+        self.assertTrue(unavailable.body.startswith(b"<html>"))
+        self.assertIsNone(unavailable.header("replay-nonce"))
+        self.assertEqual(
+            (truncated.status, truncated.header("content-type")),
+            (500, "application/problem+json"),
+        )
+        self.assertRaises(ValueError, truncated.json)
+        self.assertTrue(truncated.body.startswith(b"{"))
+        self.assertIsNotNone(truncated.header("replay-nonce"))
+        self.assertProblem(limited, "rateLimited", 429)
+        self.assertEqual(limited.header("retry-after"), "1")
+        self.assertIsNotNone(limited.header("replay-nonce"))
+        self.assertEqual(
+            (portal.status, portal.header("content-type")), (200, "text/html")
+        )
+        self.assertRaises(ValueError, portal.json)
+        self.assertIsNone(portal.header("replay-nonce"))
+        self.assertEqual(server.orders, [])
+        self.assertEqual(
+            [
+                request.status
+                for request in server.requests[logged:]
+                if request.endpoint == "newOrder"
+            ],
+            [500, 429],
+        )
+        self.assertEqual(client.new_order("a.example").status, 201)
+
+    def test_inject_portal_keeps_nonce(self) -> None:
+        """
+        A request a device in between answered never reached the server: its
+        nonce is still good.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.inject_next("newOrder", "unavailable")
+        url = client.directory["newOrder"]
+        body = self.new_order_body(client)
+        first = client.request("POST", url, body, {"Content-Type": _JOSE})
+        second = client.request("POST", url, body, {"Content-Type": _JOSE})
+        self.assertEqual((first.status, second.status), (503, 201))
+
+    def test_inject_goes_first(self) -> None:
+        """
+        A queued fault of ``inject_next`` is served before those of
+        ``fail_next`` and ``break_next``, which wait for the next request,
+        also when it passes the server's own answer on (a delay).
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.fail_next("newOrder", "serverInternal")
+        server.inject_next("newOrder", "rate-limited")
+        self.assertEqual(client.new_order("a.example").status, 429)
+        self.assertEqual(client.new_order("a.example").status, 500)
+        self.assertEqual(client.new_order("a.example").status, 201)
+        server.break_next("newOrder", "no-location")
+        server.inject_next("newOrder", "delay", delay=1)
+        pending = self.send(
+            client,
+            "POST",
+            client.directory["newOrder"],
+            self.new_order_body(client),
+            {"Content-Type": _JOSE},
+        )
+        self.clock.advance(1)
+        delayed = self.read(client, pending)
+        self.assertEqual(delayed.status, 201)
+        self.assertIsNotNone(delayed.header("location"))
+        self.assertIsNone(client.new_order("a.example").header("location"))
+
+    def faulted_run(self, seed: int, rate: float = 0.5) -> list[InjectedFault]:
+        """
+        Twenty orders on a new server with random faults of newOrder from
+        ``seed`` (delays of 1 s): the faults injected.
+        """
+        server = self.server()
+        client = self.registered(server)
+        plan = server.random_faults(rate, seed=seed, delay=1, endpoints=["newOrder"])
+        assert plan is not None
+        for index in range(20):
+            pending = self.send(
+                client,
+                "POST",
+                client.directory["newOrder"],
+                self.new_order_body(client, f"n{index}.example"),
+                {"Content-Type": _JOSE},
+            )
+            self.clock.advance(1)
+            pending.addErrback(lambda failure: None)
+        self.assertEqual(plan.injected, len(server.injected_faults))
+        return [
+            InjectedFault(fault.method, fault.endpoint, "", fault.kind)
+            for fault in server.injected_faults
+        ]
+
+    def test_random_faults_seeded(self) -> None:
+        """
+        The same seed injects the same faults into the same requests; another
+        seed other faults.
+        """
+        first = self.faulted_run(7)
+        self.assertEqual(first, self.faulted_run(7))
+        self.assertNotEqual(first, self.faulted_run(8))
+        self.assertTrue(first)
+
+    def test_random_faults_all_kinds(self) -> None:
+        """
+        At rate 1 every request gets a fault, and over a long run each of the
+        seven kinds turns up; ``fault_counts`` adds up to the faults
+        injected.
+        """
+        server = self.server()
+        client = self.client(server)
+        server.random_faults(1.0, seed=3, delay=1)
+        url = client.directory["newNonce"]
+        for _ in range(200):
+            self.send(client, "HEAD", url).addErrback(lambda failure: None)
+            self.clock.advance(1)
+        counts = server.fault_counts
+        self.assertEqual(set(counts), set(FAULT_KINDS))
+        self.assertEqual(sum(counts.values()), 200)
+
+    def test_random_faults_endpoints_and_off(self) -> None:
+        """
+        Random faults limited to an endpoint leave the others alone; rate 0
+        switches them off.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.random_faults(1.0, ["rate-limited"], endpoints=["newOrder"])
+        self.assertEqual(
+            client.request("HEAD", client.directory["newNonce"]).status, 200
+        )
+        self.assertEqual(client.new_order("a.example").status, 429)
+        self.assertIsNone(server.random_faults(0))
+        self.assertEqual(client.new_order("a.example").status, 201)
+        self.assertEqual(server.fault_counts, Counter({"rate-limited": 1}))
+
+    def test_random_faults_limit(self) -> None:
+        """
+        ``limit`` stops the faults after that many.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.random_faults(1.0, ["rate-limited"], endpoints=["newOrder"], limit=2)
+        statuses = [client.new_order("a.example").status for _ in range(3)]
+        self.assertEqual(statuses, [429, 429, 201])
+
+    def test_random_faults_wait_for_queued(self) -> None:
+        """
+        A request with a fault queued by ``fail_next`` or ``break_next``
+        draws no random fault.
+        """
+        server = self.server()
+        client = self.registered(server)
+        server.random_faults(1.0, ["captive-portal"], endpoints=["newOrder"])
+        server.fail_next("newOrder", "serverInternal")
+        self.assertEqual(client.new_order("a.example").status, 500)
+        self.assertEqual(server.fault_counts, Counter())
+        server.break_next("newOrder", "no-location")
+        broken = client.new_order("a.example")
+        self.assertEqual(broken.status, 201)
+        self.assertIsNone(broken.header("location"))
+        self.assertEqual(server.fault_counts, Counter())
+        portal = client.new_order("a.example")
+        self.assertEqual(
+            (portal.status, portal.header("content-type")), (200, "text/html")
+        )
+        self.assertEqual(server.fault_counts, Counter({"captive-portal": 1}))
 
 
 class IntrospectionTests(ServerTestCase):

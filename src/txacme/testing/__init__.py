@@ -16,9 +16,16 @@ it::
     directory_url = server.directory_url
 
 Its switches inject errors (:meth:`MemoryAcmeServer.fail_next`), spoil
-answers (:meth:`MemoryAcmeServer.break_next`), reject nonces at random, and
-delay validation and issuance; its properties show the accounts, orders,
-authorizations, certificates and the request log.
+answers (:meth:`MemoryAcmeServer.break_next`), drop connections before or
+after the server acts (:meth:`MemoryAcmeServer.drop_next`), delay answers
+(:meth:`MemoryAcmeServer.delay_next`), inject the network faults of
+:data:`FaultKind` one at a time (:meth:`MemoryAcmeServer.inject_next`) or
+at random from a seed (:meth:`MemoryAcmeServer.random_faults`), reject
+nonces at random, and delay validation and issuance; its properties show
+the accounts, orders, authorizations, certificates, the request log and
+the injected faults.  The same faults in front of a real CA are
+:class:`txacme.testing.faultproxy.FaultProxy`'s, an HTTPS proxy for
+Pebble.
 
 For code built on :class:`txacme.service.AcmeIssuingService` there are
 also, as in txacme 0.9:
@@ -51,15 +58,17 @@ also, as in txacme 0.9:
 """
 
 from txacme.store import MemoryStore
-from txacme.testing import _server, _server_http
+from txacme.testing import _faults, _server, _server_http
 from txacme.testing._fakeclient import (
     FakeClient,
     FakeClientController,
     FakeOrder,
     NullResponder,
 )
+from txacme.testing._faults import FaultPlan
 from txacme.testing._server import MemoryAcmeServer, always_valid
 from txacme.testing._server_records import (
+    InjectedFault,
     LoggedRequest,
     MemoryAccount,
     MemoryAuthorization,
@@ -69,11 +78,16 @@ from txacme.testing._server_records import (
 )
 
 __all__ = [
+    "FAULT_KINDS",
     "BreakKind",
+    "DropStage",
     "Endpoint",
     "FakeClient",
     "FakeClientController",
     "FakeOrder",
+    "FaultKind",
+    "FaultPlan",
+    "InjectedFault",
     "LoggedRequest",
     "MemoryAccount",
     "MemoryAcmeServer",
@@ -127,4 +141,53 @@ status code:
     the body is replaced by text that is not a PEM certificate chain;
 ``"empty-body"``
     the body is empty.
+"""
+
+DropStage = _server.DropStage
+"""
+Where :meth:`MemoryAcmeServer.drop_next` loses a request: ``"before"`` it
+reaches the server (nothing is acted on) or ``"after"`` the server acted on
+it (only the answer is lost).
+"""
+
+FAULT_KINDS = _faults.FAULT_KINDS
+"""Every :data:`FaultKind`, in the order below."""
+
+FaultKind = _faults.FaultKind
+"""
+The network faults of issue 11 ("Issuance that survives the network"),
+which :meth:`MemoryAcmeServer.inject_next`,
+:meth:`MemoryAcmeServer.random_faults` and
+:class:`txacme.testing.faultproxy.FaultProxy` inject, at most one per
+request:
+
+``"drop-before"``
+    the connection closes before the request reaches the CA: nothing is
+    acted on;
+``"drop-after"``
+    the CA acts on the request, and the connection closes before its
+    answer arrives;
+``"unavailable"``
+    a device in front of the CA answers 503 with ``Retry-After: 1`` and an
+    HTML page; the CA never sees the request;
+``"truncated-error"``
+    the CA answers 500 with an ``application/problem+json`` body cut in
+    half, without acting on the request;
+``"rate-limited"``
+    the CA answers 429 with a ``rateLimited`` problem document and
+    ``Retry-After: 1``, without acting on the request;
+``"delay"``
+    the CA acts at once, and its answer comes 2 seconds later (the delay is
+    configurable);
+``"captive-portal"``
+    a device in between answers 200 with ``Content-Type: text/html`` and a
+    login page; the CA never sees the request.
+
+The answers of the CA (``"truncated-error"``, ``"rate-limited"``) carry a
+``Replay-Nonce``; those of a device in between do not.  One difference
+remains between the two: the in-memory server uses up the nonce of a
+request it answers with ``"truncated-error"`` or ``"rate-limited"`` (as
+:meth:`MemoryAcmeServer.fail_next` does), while the proxy answers those
+without forwarding the request, with a nonce it fetched from Pebble's
+newNonce, so that Pebble never sees the request's own nonce.
 """

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -33,6 +34,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
+from txacme.testing._faults import (
+    FAULT_KINDS,
+    CannedAnswer,
+    FaultKind,
+    FaultPlan,
+    canned_answer,
+)
 from txacme.testing._server_ca import CertificateAuthority
 from txacme.testing._server_http import (
     BREAK_KINDS,
@@ -40,6 +48,7 @@ from txacme.testing._server_http import (
     PEM_CHAIN,
     AcmeResource,
     BreakKind,
+    Delivery,
     Incoming,
     Outgoing,
     normalized_origin,
@@ -68,6 +77,7 @@ from txacme.testing._server_protocol import (
     thumbprint,
 )
 from txacme.testing._server_records import (
+    InjectedFault,
     LoggedRequest,
     MemoryAccount,
     MemoryAuthorization,
@@ -81,6 +91,7 @@ __all__ = [
     "BREAK_KINDS",
     "ENDPOINTS",
     "BreakKind",
+    "DropStage",
     "Endpoint",
     "MemoryAcmeServer",
     "Validator",
@@ -107,6 +118,7 @@ Endpoint = Literal[
     "certificate",
 ]
 Validator = Callable[[messages.Identifier, str, str], "bool | Deferred[bool]"]
+DropStage = Literal["before", "after"]
 
 ENDPOINTS: frozenset[str] = frozenset(get_args(Endpoint))
 
@@ -188,6 +200,16 @@ class _Fault:
     status: int
     detail: str
     retry_after: float | None
+
+
+@frozen
+class _Injection:
+    """
+    A fault of issue 11's kinds, queued or drawn for one request.
+    """
+
+    kind: FaultKind
+    delay: float = 0.0
 
 
 @define(eq=False, kw_only=True)
@@ -293,6 +315,14 @@ class MemoryAcmeServer:
     _nonces: dict[str, None] = field(init=False, repr=False, factory=dict)
     _faults: dict[str, list[_Fault]] = field(init=False, repr=False, factory=dict)
     _breaks: dict[str, list[str]] = field(init=False, repr=False, factory=dict)
+    _injections: dict[str, list[_Injection]] = field(
+        init=False, repr=False, factory=dict
+    )
+    _fault_plan: FaultPlan | None = field(init=False, repr=False, default=None)
+    _injected: list[InjectedFault] = field(init=False, repr=False, factory=list)
+    _clients: weakref.WeakSet[StubTreq] = field(
+        init=False, repr=False, factory=weakref.WeakSet
+    )
     _accounts: list[MemoryAccount] = field(init=False, repr=False, factory=list)
     _accounts_by_key: dict[bytes, MemoryAccount] = field(
         init=False, repr=False, factory=dict
@@ -330,7 +360,7 @@ class MemoryAcmeServer:
         self._ca = CertificateAuthority(
             _datetime(self.clock.seconds()), self.chain_length, self.alternate_chains
         )
-        self._resource = AcmeResource(self._respond)
+        self._resource = AcmeResource(self._respond, self.clock, self._flush_clients)
         self._routes[f"{self._base_path}/directory"] = _Route("directory")
         for kind, offered in [
             ("newNonce", True),
@@ -361,9 +391,15 @@ class MemoryAcmeServer:
     def treq_client(self) -> StubTreq:
         """
         :returns: A :class:`treq.testing.StubTreq` whose requests, to any
-            host, are answered by this server in memory.
+            host, are answered by this server in memory.  The server
+            flushes it when it delivers a delayed answer
+            (:meth:`delay_next`); a ``StubTreq`` made some other way around
+            :meth:`resource` sees delayed answers only when its ``flush()``
+            is called.
         """
-        return StubTreq(self._resource)  # type: ignore[no-untyped-call]
+        client = StubTreq(self._resource)  # type: ignore[no-untyped-call]
+        self._clients.add(client)
+        return client
 
     def root_certificates(self) -> list[x509.Certificate]:
         """
@@ -427,6 +463,117 @@ class MemoryAcmeServer:
             )
         self._breaks.setdefault(endpoint, []).extend([kind] * count)
 
+    def drop_next(
+        self, endpoint: Endpoint, stage: DropStage = "before", count: int = 1
+    ) -> None:
+        """
+        Close the connection of the next ``count`` requests to an endpoint
+        without an answer, as a network failure does.  The client's request
+        fails as treq's does when a connection closes early:
+        :class:`twisted.web.client.ResponseNeverReceived` (wrapping
+        :class:`twisted.internet.error.ConnectionDone`).
+
+        :param endpoint: The endpoint kind.
+        :param stage: ``"before"``: the request never reaches the server;
+            nothing is acted on, its nonce stays unused, and it is not in
+            :attr:`requests`.  ``"after"``: the server acts on the request
+            (an order is created, a challenge answered, ...) and logs it
+            with the status it would have answered; only the answer is
+            lost.
+        :param count: How many requests are dropped.
+        :raises ValueError: For an unknown endpoint or stage.
+        """
+        if stage not in ("before", "after"):
+            raise ValueError(f"stage must be 'before' or 'after', not {stage!r}")
+        self.inject_next(
+            endpoint, "drop-before" if stage == "before" else "drop-after", count
+        )
+
+    def delay_next(self, endpoint: Endpoint, seconds: float, count: int = 1) -> None:
+        """
+        Answer the next ``count`` requests to an endpoint ``seconds`` later
+        on :attr:`clock`.  The server acts on each request at once; only the
+        answer waits (a client that gives up meanwhile never sees it).
+
+        :param endpoint: The endpoint kind.
+        :param seconds: The delay, more than 0.
+        :param count: How many answers are delayed.
+        :raises ValueError: For an unknown endpoint or a delay that is not
+            positive.
+        """
+        if not seconds > 0:
+            raise ValueError("seconds must be more than 0")
+        self.inject_next(endpoint, "delay", count, delay=seconds)
+
+    def inject_next(
+        self,
+        endpoint: Endpoint,
+        kind: FaultKind,
+        count: int = 1,
+        *,
+        delay: float = 2.0,
+    ) -> None:
+        """
+        Give the next ``count`` requests to an endpoint a fault of issue 11
+        (see :data:`FaultKind`), as
+        :class:`~txacme.testing.faultproxy.FaultProxy` gives Pebble's.  A
+        queued fault goes before the faults of :meth:`random_faults`, and
+        before those of :meth:`fail_next` and :meth:`break_next`, which wait
+        for the next request: a request gets one fault at most.
+
+        :param endpoint: The endpoint kind.
+        :param kind: The fault.
+        :param count: How many requests get it.
+        :param delay: Seconds a ``"delay"`` fault holds the answer back.
+        :raises ValueError: For an unknown endpoint or kind.
+        """
+        self._check_endpoint(endpoint)
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {list(FAULT_KINDS)}")
+        injection = _Injection(kind, delay if kind == "delay" else 0.0)
+        self._injections.setdefault(endpoint, []).extend([injection] * count)
+
+    def random_faults(
+        self,
+        rate: float,
+        kinds: Iterable[FaultKind] = FAULT_KINDS,
+        *,
+        endpoints: Iterable[Endpoint] | None = None,
+        seed: int | None = None,
+        delay: float = 2.0,
+        limit: int | None = None,
+    ) -> FaultPlan | None:
+        """
+        Give each request, with probability ``rate``, one fault drawn from
+        ``kinds`` (all equally likely) by a random generator seeded with
+        ``seed``: the same client run meets the same faults.  Requests with a
+        fault queued by :meth:`inject_next`, :meth:`drop_next`,
+        :meth:`delay_next`, :meth:`fail_next` or :meth:`break_next` draw
+        nothing.  :attr:`fault_counts` shows what was injected.
+
+        :param rate: The probability (0 to 1) that a request gets a fault;
+            0 switches random faults off.
+        :param kinds: The faults to choose among (see :data:`FaultKind`).
+        :param endpoints: The endpoint kinds to fault, or ``None`` for all.
+        :param seed: The random generator's seed.
+        :param delay: Seconds a ``"delay"`` fault holds the answer back, on
+            :attr:`clock`.
+        :param limit: The most faults to inject, or ``None`` for no limit.
+        :returns: The plan in use (its :attr:`~FaultPlan.injected` counts
+            what it chose), or ``None`` when switched off.
+        :raises ValueError: For a rate outside [0, 1], or an unknown kind or
+            endpoint.
+        """
+        if endpoints is not None:
+            endpoints = list(endpoints)
+            for endpoint in endpoints:
+                self._check_endpoint(endpoint)
+        plan = FaultPlan.mixed(
+            rate, kinds, endpoints=endpoints, seed=seed, delay=delay, limit=limit
+        )
+        self._fault_plan = plan if rate else None
+        return self._fault_plan
+
     def set_renewal_window(
         self,
         serial: int,
@@ -456,7 +603,11 @@ class MemoryAcmeServer:
     @property
     def requests(self) -> list[LoggedRequest]:
         """
-        Every request answered so far, oldest first.
+        Every request the server answered so far, oldest first.  Requests
+        that never reached it are not here: those dropped before (the
+        ``"drop-before"`` fault) and those a device in between answered
+        (``"unavailable"``, ``"captive-portal"``); :attr:`injected_faults`
+        has them.
         """
         return list(self._requests)
 
@@ -465,6 +616,22 @@ class MemoryAcmeServer:
         :returns: How many requests each endpoint kind answered.
         """
         return Counter(request.endpoint for request in self._requests)
+
+    @property
+    def injected_faults(self) -> list[InjectedFault]:
+        """
+        Every fault of :meth:`inject_next`, :meth:`drop_next`,
+        :meth:`delay_next` and :meth:`random_faults` injected so far,
+        oldest first.
+        """
+        return list(self._injected)
+
+    @property
+    def fault_counts(self) -> Counter[str]:
+        """
+        How many faults of each :data:`FaultKind` were injected so far.
+        """
+        return Counter(fault.kind for fault in self._injected)
 
     @property
     def accounts(self) -> list[MemoryAccount]:
@@ -543,7 +710,7 @@ class MemoryAcmeServer:
             del self._nonces[next(iter(self._nonces))]
         return nonce
 
-    def _respond(self, request: Incoming) -> Outgoing:
+    def _respond(self, request: Incoming) -> Delivery:
         """
         Answer one request: route it, apply injected faults, run the
         endpoint's handler, add the headers every answer carries (RFC 8555
@@ -551,14 +718,35 @@ class MemoryAcmeServer:
         """
         self._advance()
         kind = "unknown"
+        injection: _Injection | None = None
+        canned: CannedAnswer | None = None
         try:
             route = self._route(request)
             kind = route.kind
-            fault = _pop_first(self._faults, kind)
-            if fault is not None:
-                response = self._fault_response(request, fault)
+            injection = self._next_injection(kind)
+            if injection is not None:
+                self._injected.append(
+                    InjectedFault(request.method, kind, request.url, injection.kind)
+                )
+                if injection.kind == "drop-before":
+                    return Delivery(None)
+                canned = canned_answer(injection.kind)
+            if canned is not None:
+                if not canned.from_ca:
+                    # A device in between answered: the server saw nothing.
+                    return Delivery(
+                        Outgoing(canned.status, list(canned.headers), canned.body)
+                    )
+                self._use_nonce_quietly(request)
+                response = Outgoing(canned.status, list(canned.headers), canned.body)
             else:
-                response = self._dispatch(request, route)
+                # A request with a fault of its own leaves those of
+                # fail_next and break_next to the next request.
+                fault = _pop_first(self._faults, kind) if injection is None else None
+                if fault is not None:
+                    response = self._fault_response(request, fault)
+                else:
+                    response = self._dispatch(request, route)
         except ProblemError as problem:
             self._log.info(
                 "{method} {endpoint}: {problem_type}: {detail}",
@@ -577,9 +765,10 @@ class MemoryAcmeServer:
             )
         response.headers.append(("Replay-Nonce", self._new_nonce()))
         response.headers.append(("Link", f'<{self.directory_url}>;rel="index"'))
-        kind_of_spoil = _pop_first(self._breaks, kind)
-        if kind_of_spoil is not None:
-            spoil(response, kind_of_spoil)
+        if injection is None:
+            kind_of_spoil = _pop_first(self._breaks, kind)
+            if kind_of_spoil is not None:
+                spoil(response, kind_of_spoil)
         self._requests.append(
             LoggedRequest(request.method, kind, request.url, response.status)
         )
@@ -590,7 +779,36 @@ class MemoryAcmeServer:
             endpoint=kind,
             status=response.status,
         )
-        return response
+        if injection is not None and injection.kind == "drop-after":
+            return Delivery(None)
+        if injection is not None and injection.kind == "delay":
+            return Delivery(response, injection.delay)
+        return Delivery(response)
+
+    def _next_injection(self, kind: str) -> _Injection | None:
+        """
+        The fault of issue 11 for the next request to ``kind``: a queued
+        one, or one drawn by the random plan for a request with no queued
+        fault of any switch.
+        """
+        queued = _pop_first(self._injections, kind)
+        if queued is not None:
+            return queued
+        plan = self._fault_plan
+        if plan is None or self._faults.get(kind) or self._breaks.get(kind):
+            return None
+        chosen = plan.choose(kind)
+        if chosen is None:
+            return None
+        return _Injection(chosen, plan.delay if chosen == "delay" else 0.0)
+
+    def _flush_clients(self) -> None:
+        """
+        Carry what the server wrote outside a request's exchange (a delayed
+        answer) to the clients of :meth:`treq_client`.
+        """
+        for client in list(self._clients):
+            client.flush()  # type: ignore[no-untyped-call]
 
     def _route(self, request: Incoming) -> _Route:
         if not request.url.startswith(self._origin + "/"):

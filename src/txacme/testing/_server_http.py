@@ -1,7 +1,8 @@
 """
 The HTTP side of :class:`txacme.testing.MemoryAcmeServer`: requests and
 answers as plain values, the ``twisted.web`` resource that converts to and
-from them, and the ways an answer can be spoiled on purpose.
+from them (and delays or drops an answer when told to), and the ways an
+answer can be spoiled on purpose.
 
 Private.
 """
@@ -15,8 +16,10 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from attrs import define, field, frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from txacme.testing._server_protocol import ProblemError
@@ -27,6 +30,7 @@ __all__ = [
     "PEM_CHAIN",
     "AcmeResource",
     "BreakKind",
+    "Delivery",
     "Incoming",
     "Outgoing",
     "normalized_origin",
@@ -155,6 +159,20 @@ class Outgoing:
         self.headers.append((name, value))
 
 
+@frozen
+class Delivery:
+    """
+    How an answer reaches the client.
+
+    :ivar answer: The answer, or ``None`` to close the connection without
+        one.
+    :ivar delay: Seconds to hold the answer back.
+    """
+
+    answer: Outgoing | None
+    delay: float = 0.0
+
+
 def spoil(answer: Outgoing, kind: str) -> None:
     """
     Spoil an answer in place (see :data:`txacme.testing.BreakKind`).
@@ -178,20 +196,60 @@ def spoil(answer: Outgoing, kind: str) -> None:
         raise ValueError(f"unknown break kind {kind!r}")
 
 
+def _drop(request: Request) -> None:
+    """
+    Close a request's connection without answering.
+    """
+    transport = request.channel.transport
+    if transport is None:
+        return
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+def _start(request: Request, answer: Outgoing) -> None:
+    """
+    Set a request's status and headers from an answer.
+    """
+    request.defaultContentType = None
+    request.setResponseCode(answer.status)
+    grouped: dict[str, list[bytes]] = {}
+    for name, value in answer.headers:
+        grouped.setdefault(name, []).append(value.encode("latin-1"))
+    for name, values in grouped.items():
+        request.responseHeaders.setRawHeaders(name, values)
+
+
 @implementer(IResource)
 class AcmeResource:
     """
     A ``twisted.web`` leaf resource that hands every request, whatever its
-    path, to a responder function and writes out the answer.
+    path, to a responder function and delivers the answer: at once, later
+    (on ``clock``), or not at all (the connection is closed).
     """
 
     isLeaf = True
 
-    def __init__(self, respond: Callable[[Incoming], Outgoing]) -> None:
+    def __init__(
+        self,
+        respond: Callable[[Incoming], Delivery],
+        clock: IReactorTime,
+        delivered: Callable[[], None],
+    ) -> None:
         """
         :param respond: Answers one request.
+        :param clock: Times delayed answers.
+        :param delivered: Called around a delayed answer's writing: it
+            flushes the in-memory connections of
+            :class:`treq.testing.StubTreq`, which carry nothing written
+            outside a request's own exchange until flushed.
         """
         self._respond = respond
+        self._clock = clock
+        self._delivered = delivered
 
     def getChildWithDefault(self, name: bytes, request: Request) -> IResource:
         """
@@ -205,16 +263,17 @@ class AcmeResource:
         """
         raise NotImplementedError("the ACME server resource has no children")
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         """
-        Answer a request synchronously.
+        Answer a request: synchronously, or later for a delayed or dropped
+        answer (``NOT_DONE_YET``).
         """
         secure = request.isSecure()  # type: ignore[no-untyped-call]
         host = (request.getHeader(b"host") or b"").decode("latin-1")
         target = request.uri.decode("latin-1")
         content_type = request.getHeader(b"content-type")
         content = request.content
-        answer = self._respond(
+        delivery = self._respond(
             Incoming(
                 method=request.method.decode("ascii"),
                 url=normalized_origin("https" if secure else "http", host) + target,
@@ -225,11 +284,31 @@ class AcmeResource:
                 body=b"" if content is None else content.read(),
             )
         )
-        request.defaultContentType = None
-        request.setResponseCode(answer.status)
-        grouped: dict[str, list[bytes]] = {}
-        for name, value in answer.headers:
-            grouped.setdefault(name, []).append(value.encode("latin-1"))
-        for name, values in grouped.items():
-            request.responseHeaders.setRawHeaders(name, values)
+        answer = delivery.answer
+        if answer is None:
+            _drop(request)
+            return NOT_DONE_YET
+        if delivery.delay > 0:
+            self._deliver_later(request, answer, delivery.delay)
+            return NOT_DONE_YET
+        _start(request, answer)
         return answer.body
+
+    def _deliver_later(self, request: Request, answer: Outgoing, delay: float) -> None:
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def deliver() -> None:
+            # A client that gave up meanwhile is noticed on flushing.
+            self._delivered()
+            if gone:
+                return
+            _start(request, answer)
+            request.responseHeaders.setRawHeaders(
+                b"content-length", [str(len(answer.body)).encode("ascii")]
+            )
+            request.write(answer.body)  # type: ignore[no-untyped-call]
+            request.finish()  # type: ignore[no-untyped-call]
+            self._delivered()
+
+        self._clock.callLater(delay, deliver)

@@ -19,6 +19,7 @@ from josepy.b64 import b64encode
 from josepy.jwk import JWK
 
 __all__ = [
+    "InjectedFault",
     "LoggedRequest",
     "MemoryAccount",
     "MemoryAuthorization",
@@ -45,6 +46,24 @@ class LoggedRequest:
     endpoint: str
     url: str
     status: int
+
+
+@frozen
+class InjectedFault:
+    """
+    One fault the server injected (see
+    :meth:`~txacme.testing.MemoryAcmeServer.inject_next`).
+
+    :ivar method: The HTTP method of the request.
+    :ivar endpoint: Its endpoint kind.
+    :ivar url: Its URL.
+    :ivar kind: The fault (a :data:`~txacme.testing.FaultKind`).
+    """
+
+    method: str
+    endpoint: str
+    url: str
+    kind: str
 
 
 @define(eq=False)
