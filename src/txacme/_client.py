@@ -873,15 +873,23 @@ class Client:
             account that ordered it (the request is signed with ``jwk``);
             ``None`` to sign with the account.
         :returns: A Deferred firing once revoked.
-        :raises ServerError: ``alreadyRevoked``, ``badRevocationReason``,
-            ``unauthorized``...
+        :raises ServerError: ``alreadyRevoked`` (unless the request was sent
+            again after a lost answer: then the first attempt revoked it),
+            ``badRevocationReason``, ``unauthorized``...
         """
         if key is None:
             signer = self._account()
         else:
             signing_key = as_jwk(key)
             signer = Signer(signing_key, alg_for_key(signing_key), None)
-        await certificates.revoke(self._session, signer, cert, reason)
+        try:
+            await certificates.revoke(self._session, signer, cert, reason)
+        except ServerError as error:
+            if error.code == "alreadyRevoked" and (error.attempts or 1) > 1:
+                # Sent again after its answer was lost: the first attempt
+                # revoked it.
+                return
+            raise
 
     @deferred_async
     async def renewal_info(
