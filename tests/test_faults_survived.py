@@ -16,7 +16,7 @@ from tests.support import AcmeTestCase, RecordingResponder
 from txacme.client import Client, issue_certificate
 from txacme.errors import NetworkError, ServerError
 from txacme.jws import RetryPolicy
-from txacme.testing import FAULT_KINDS, FaultKind
+from txacme.testing import FAULT_KINDS, Endpoint, FaultKind
 from txacme.util import csr_for_names, generate_private_key
 
 _KEY = generate_private_key("p256")
@@ -70,7 +70,7 @@ def _names(certificate: x509.Certificate) -> list[str]:
 class OneFaultTests(FaultTestCase):
     """Each kind of fault, on each step of an issuance, is survived."""
 
-    STEPS = (
+    STEPS: tuple[Endpoint, ...] = (
         "newNonce",
         "newOrder",
         "authorization",
