@@ -1059,7 +1059,7 @@ class AutoTLSEndpointTests(TestCase):
         on the endpoint's port; other clients get the served certificate.
         """
         endpoint = self.endpoint(names=["a.example"])
-        # Poll a second after answering: the challenge is answered meanwhile.
+        # Poll a while after answering: the challenge is answered meanwhile.
         self.client.policy = PollingPolicy()
         self.listen(endpoint)
         (tls_port,) = self.tls.ports
@@ -1329,7 +1329,7 @@ class AutoTLSEndpointTests(TestCase):
         endpoint = self.mapped_endpoint(
             {"a.example": ContextOptions(certificate, KEYS[0])}, names=["a.example"]
         )
-        # Poll a second after answering: the challenge is answered meanwhile.
+        # Poll a while after answering: the challenge is answered meanwhile.
         self.client.policy = PollingPolicy()
         self.listen(endpoint)
         (tls_port,) = self.tls.ports

@@ -33,6 +33,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from tests.support import EC_KEY, OTHER_EC_KEY, AcmeTestCase, RecordingResponder
+from txacme._polling import PollTiming
 from txacme.challenges import HTTP01Responder
 from txacme.client import (
     Client,
@@ -1958,3 +1959,85 @@ class ForwardCompatibilityTests(_NativeTestCase):
             NoSupportedChallenges,
         )
         self.assertIn("txacme-future-01", str(failure))
+
+
+class AdaptivePollingTests(_NativeTestCase):
+    """The default polling policy learns how long its CA takes."""
+
+    def test_timing_moving_estimate(self) -> None:
+        """Observations move the estimate by their weight."""
+        timing = PollTiming()
+        self.assertIsNone(timing.estimate("authorization"))
+        timing.observe("authorization", 2.0)
+        self.assertEqual(timing.estimate("authorization"), 2.0)
+        timing.observe("authorization", 4.0)
+        self.assertAlmostEqual(timing.estimate("authorization"), 2.6)
+        self.assertIsNone(timing.estimate("order"))
+
+    def test_waits_from_the_estimate(self) -> None:
+        """
+        With an estimate, the first wait is just over it and later ones a
+        fraction of it, within ``min_delay`` and ``max_delay``; the server's
+        ``Retry-After`` wins; without an estimate, or not adaptive, the
+        waits are the ladder.
+        """
+        policy = PollingPolicy(first_delay=1, factor=2, max_delay=8, min_delay=0.1)
+        self.assertEqual(policy.wait("order", 0, None), 1)
+        policy.timing.observe("order", 3.0)
+        self.assertAlmostEqual(policy.wait("order", 0, None), 3.3)
+        self.assertAlmostEqual(policy.wait("order", 1, None), 1.5)
+        self.assertAlmostEqual(policy.wait("order", 2, None), 3.0)
+        self.assertEqual(policy.wait("order", 6, None), 8)
+        self.assertEqual(policy.wait("order", 0, 7.0), 7.0)
+        policy.timing.observe("authorization", 0.001)
+        self.assertEqual(policy.wait("authorization", 0, None), 0.1)
+        fixed = PollingPolicy(first_delay=1, factor=2, adaptive=False)
+        fixed.timing.observe("order", 3.0)
+        self.assertEqual(fixed.wait("order", 0, None), 1)
+
+    def test_slow_validations_polled_rarely(self) -> None:
+        """
+        On a CA that takes 3 s to validate, the default policy learns it:
+        over twenty issuances, at most 1.5 polls per authorization.
+        """
+        self.server = self.make_server(validation_delay=3.0)
+        client = self.registered_client()
+        for index in range(20):
+            result = issue_certificate(
+                client,
+                self.clock,
+                csr_for_names([f"slow{index}.example"], _CERT_KEY),
+                [RecordingResponder()],
+            )
+            for _ in range(600):
+                if result.called:
+                    break
+                self.clock.advance(0.05)
+            self.successResultOf(result)
+        polls = self.server.request_counts()["authorization"] - 20
+        self.assertTrue(polls / 20 <= 1.5, f"{polls / 20} polls per authorization")
+
+    def test_fast_validations_polled_soon(self) -> None:
+        """
+        On a CA that validates at once, the waits shrink to the policy's
+        ``min_delay`` within a dozen issuances: an issuance's polling then
+        takes a tenth of a second.
+        """
+        client = self.registered_client()
+        durations = []
+        for index in range(12):
+            started = self.clock.seconds()
+            result = issue_certificate(
+                client,
+                self.clock,
+                csr_for_names([f"fast{index}.example"], _CERT_KEY),
+                [RecordingResponder()],
+            )
+            for _ in range(600):
+                if result.called:
+                    break
+                self.clock.advance(0.01)
+            self.successResultOf(result)
+            durations.append(self.clock.seconds() - started)
+        self.assertTrue(durations[-1] <= 0.11, durations)
+        self.assertTrue(durations[-1] < durations[0], durations)

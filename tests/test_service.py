@@ -933,7 +933,7 @@ class IssueCertTests(ServiceTestCase):
         responders are stopped.
         """
         service, _ = self.make_service()
-        self.fake.policy = PollingPolicy()  # Poll a second after answering.
+        self.fake.policy = PollingPolicy()  # Poll a while after answering.
         issued = service.issue_cert("a.example")
         self.assertEqual(self.responder.started, ["a.example"])
         issued.cancel()
@@ -1118,7 +1118,7 @@ class StopTests(ServiceTestCase):
         client, and nothing happens afterwards.
         """
         service, store = self.make_service(MemoryStore({"a.example": []}))
-        self.fake.policy = PollingPolicy()  # Poll a second after answering.
+        self.fake.policy = PollingPolicy()  # Poll a while after answering.
         service.startService()
         issued = service.issue_cert("a.example")
         self.assertEqual(self.responder.started, ["a.example"])
@@ -1562,7 +1562,7 @@ class DocumentationTests(TestCase):
         )
         self.assertEqual(completed.returncode, 0, completed.stderr)
         output = completed.stdout
-        self.assertRegex(output, r"(?m)^ready after 1 s$")
+        self.assertRegex(output, r"(?m)^ready after 0.25 s$")
         self.assertRegex(
             output,
             r"(?m)^example\.com\.pem: example\.com, www\.example\.com; "

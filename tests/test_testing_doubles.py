@@ -246,10 +246,10 @@ class FakeClientTests(FakeClientTestCase):
 
     def test_polled_later_with_a_real_policy(self) -> None:
         """
-        With the default :class:`~txacme.client.PollingPolicy` (as a real
-        client has), the first poll waits the policy's first delay.
+        With a :class:`~txacme.client.PollingPolicy` like a real client's,
+        the first poll waits the policy's first delay.
         """
-        self.client.policy = PollingPolicy()
+        self.client.policy = PollingPolicy(first_delay=1.0)
         issued = issue_certificate(
             self.client,
             self.clock,

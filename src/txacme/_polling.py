@@ -35,12 +35,70 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Deadline",
+    "PollTiming",
     "PollingPolicy",
     "finalize_order",
     "poll_authorization",
 ]
 
 _PENDING_STATES = (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+
+
+class PollTiming:
+    """
+    What a client has seen of how long its CA takes: a moving estimate, in
+    seconds, of a validation (from answering a challenge until its
+    authorization is valid) and of an issuance (from finalizing until the
+    order is valid).  Shared by the issuances of one
+    :class:`PollingPolicy` (one per client by default).
+    """
+
+    #: The weight of a new observation in the estimate.
+    WEIGHT = 0.3
+    #: First polls finding the resource valid in a row before the estimate
+    #: is halved.
+    STREAK = 3
+
+    def __init__(self) -> None:
+        self._estimates: dict[str, float] = {}
+        self._streaks: dict[str, int] = {}
+
+    def estimate(self, kind: str) -> float | None:
+        """
+        :param kind: ``"authorization"`` or ``"order"``.
+        :returns: The estimate, or ``None`` before the first observation.
+        """
+        return self._estimates.get(kind)
+
+    def observe(self, kind: str, seconds: float) -> None:
+        """Take one more observation into the estimate of ``kind``."""
+        seconds = max(0.0, seconds)
+        current = self._estimates.get(kind)
+        self._estimates[kind] = (
+            seconds
+            if current is None
+            else (1 - self.WEIGHT) * current + self.WEIGHT * seconds
+        )
+
+    def learn(self, kind: str, waited: float, last_pending: float | None) -> None:
+        """
+        Learn from one wait: ``kind`` was seen valid ``waited`` seconds
+        after it started, and last seen pending ``last_pending`` seconds
+        after (``None``: valid at the first poll).
+
+        Seen pending, then valid, the CA took about the midpoint.  Valid at
+        the first poll, it may have been ready long before: after a few such
+        polls in a row the estimate is halved, so that a CA faster than it
+        was thought is found out in a few issuances, while one whose speed
+        is known is probed below it only now and then.
+        """
+        if last_pending is not None:
+            self._streaks[kind] = 0
+            self.observe(kind, (last_pending + waited) / 2)
+            return
+        streak = self._streaks.get(kind, 0) + 1
+        self._streaks[kind] = streak
+        self.observe(kind, waited * (0.5 if streak >= self.STREAK else 0.9))
 
 
 @frozen
@@ -52,8 +110,14 @@ class PollingPolicy:
     :meth:`~txacme.client.Client.request_issuance`,
     :func:`~txacme.client.issue_certificate`).
 
-    The n-th wait (from 0) is ``first_delay * factor ** n`` seconds, at most
-    ``max_delay``; a ``Retry-After`` header from the server overrides it.
+    A ``Retry-After`` header from the server says how long to wait.  Without
+    one, the n-th wait (from 0) is ``first_delay * factor ** n`` seconds, at
+    most ``max_delay``, until the client has seen its CA at work: then, when
+    ``adaptive`` (the default), the waits follow what it learnt
+    (:class:`PollTiming`): the first poll comes just after the time a
+    validation (or an issuance) took so far, and later ones at a fraction of
+    it, never sooner than ``min_delay``.  A fast CA is so polled quickly,
+    and a slow one is not polled in vain.
     The wait before the first poll of an authorization, right after its
     challenge was answered, is ``initial_delay`` (``first_delay`` unless
     set; 0 polls at once, for a CA that validates before it answers, such
@@ -70,15 +134,21 @@ class PollingPolicy:
     :ivar timeout: The overall limit, in seconds.
     :ivar initial_delay: Seconds between answering a challenge and the
         first poll of its authorization, or ``None`` for ``first_delay``.
+    :ivar adaptive: Whether to wait as the CA's past speed suggests.
+    :ivar min_delay: The shortest adaptive wait.
+    :ivar timing: What was learnt (shared by copies of the policy).
     """
 
-    first_delay: float = field(default=1.0, validator=validators.gt(0))
+    first_delay: float = field(default=0.25, validator=validators.gt(0))
     factor: float = field(default=1.5, validator=validators.ge(1))
     max_delay: float = field(default=10.0, validator=validators.gt(0))
     timeout: float = field(default=300.0, validator=validators.gt(0))
     initial_delay: float | None = field(
         default=None, validator=validators.optional(validators.ge(0))
     )
+    adaptive: bool = True
+    min_delay: float = field(default=0.05, validator=validators.ge(0))
+    timing: PollTiming = field(factory=PollTiming, eq=False, repr=False)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """
@@ -95,11 +165,38 @@ class PollingPolicy:
         """
         The seconds to wait before poll number ``attempt + 1`` of an
         authorization: ``initial_delay`` before the first one (when set
-        and the server gave no ``Retry-After``), :meth:`delay` otherwise.
+        and the server gave no ``Retry-After``), :meth:`wait` otherwise.
         """
         if attempt == 0 and retry_after is None and self.initial_delay is not None:
             return self.initial_delay
-        return self.delay(attempt, retry_after)
+        return self.wait("authorization", attempt, retry_after)
+
+    def wait(self, kind: str, attempt: int, retry_after: float | None) -> float:
+        """
+        The seconds to wait before poll number ``attempt + 1`` of an
+        ``"authorization"`` or an ``"order"``: the server's
+        ``Retry-After``; else, adaptive, as the estimate suggests; else
+        :meth:`delay`.
+        """
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        estimate = self.timing.estimate(kind) if self.adaptive else None
+        if estimate is None:
+            return self.delay(attempt)
+        if attempt == 0:
+            seconds = estimate * 1.1
+        else:
+            seconds = estimate * 0.5 * self.factor ** (attempt - 1)
+        return min(self.max_delay, max(self.min_delay, seconds))
+
+    def observe(self, kind: str, waited: float, last_pending: float | None) -> None:
+        """
+        Learn from one wait: ``kind`` became valid ``waited`` seconds after
+        it started, having last been seen pending ``last_pending`` seconds
+        after (``None``: valid at the first poll, so possibly much sooner).
+        """
+        if self.adaptive:
+            self.timing.learn(kind, waited, last_pending)
 
 
 class Deadline:
@@ -152,6 +249,8 @@ async def poll_authorization(
     if authzr.body.status == messages.STATUS_VALID:
         return authzr
     policy = client.policy
+    started = deadline.clock.seconds()
+    last_pending: float | None = None
     retry_after: float | None = None
     attempt = 0
     while True:
@@ -165,7 +264,11 @@ async def poll_authorization(
         authzr, retry_after = await client.refresh_authorization(authzr)
         status = authzr.body.status
         if status == messages.STATUS_VALID:
+            policy.observe(
+                "authorization", deadline.clock.seconds() - started, last_pending
+            )
             return authzr
+        last_pending = deadline.clock.seconds() - started
         if status not in _PENDING_STATES:
             raise AuthorizationFailed(authzr)
 
@@ -216,15 +319,22 @@ async def _wait_while(
 
     :raises PollTimeout: At the deadline.
     """
+    policy = client.policy
+    started = deadline.clock.seconds()
+    last_pending: float | None = None
     attempt = 0
     while orderr.body.status in states:
         await deadline.wait(
-            client.policy.delay(attempt, retry_after),
+            policy.wait("order", attempt, retry_after),
             orderr.uri,
             orderr.body.status.name,
         )
         attempt += 1
         orderr, retry_after = await client.refresh_order(orderr)
+        if orderr.body.status in states:
+            last_pending = deadline.clock.seconds() - started
+    if attempt and orderr.body.status == messages.STATUS_VALID:
+        policy.observe("order", deadline.clock.seconds() - started, last_pending)
     return orderr
 
 
