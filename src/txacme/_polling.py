@@ -114,7 +114,7 @@ class PollingPolicy:
     one, the n-th wait (from 0) is ``first_delay * factor ** n`` seconds, at
     most ``max_delay``, until the client has seen its CA at work: then, when
     ``adaptive`` (the default), the waits follow what it learnt
-    (:class:`PollTiming`): the first poll comes just after the time a
+    (:class:`~txacme.client.PollTiming`): the first poll comes just after the time a
     validation (or an issuance) took so far, and later ones at a fraction of
     it, never sooner than ``min_delay``.  A fast CA is so polled quickly,
     and a slow one is not polled in vain.

@@ -19,7 +19,7 @@ from __future__ import annotations
 from acme import messages
 
 from txacme._client import Client
-from txacme._polling import PollingPolicy
+from txacme._polling import PollingPolicy, PollTiming
 from txacme._protocol.accounts import EABCredentials, alg_for_key
 from txacme._protocol.renewal_info import renewal_certificate_id
 from txacme.errors import AuthorizationFailed, NoSupportedChallenges, ServerError
@@ -43,6 +43,7 @@ __all__ = [
     "EABCredentials",
     "JWSClient",
     "NoSupportedChallenges",
+    "PollTiming",
     "PollingPolicy",
     "ServerError",
     "alg_for_key",
