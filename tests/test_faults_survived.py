@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from acme import messages
 from cryptography import x509
 from twisted.internet.defer import Deferred
 
 from tests.support import AcmeTestCase, RecordingResponder
-from txacme.client import Client, issue_certificate
+from txacme.client import Client, issue_certificate, poll_until_valid
 from txacme.errors import NetworkError, ServerError
 from txacme.jws import RetryPolicy
 from txacme.testing import FAULT_KINDS, Endpoint, FaultKind
@@ -87,7 +88,8 @@ class OneFaultTests(FaultTestCase):
         """
         for kind in FAULT_KINDS:
             for step in self.STEPS:
-                self.server = self.make_server()
+                # Pebble's way with a challenge sent again.
+                self.server = self.make_server(refuse_repeated_challenge=True)
                 client = self.client()
                 if step == "newNonce":
                     # Make the next request need newNonce.
@@ -110,6 +112,39 @@ class OneFaultTests(FaultTestCase):
         self.issued(client, "lost-finalize.example")
         self.assertEqual(self.server.request_counts()["finalize"], 2)
         self.assertEqual(len(self.server.certificates), 1)
+
+    def test_lost_challenge_answer(self) -> None:
+        """
+        A challenge POST the CA acted on but whose answer was lost is sent
+        again; a CA that then refuses it (Pebble: "Cannot update challenge
+        with status valid") is asked for the challenge, which is no longer
+        pending, and the issuance goes on.
+        """
+        self.server = self.make_server(refuse_repeated_challenge=True)
+        client = self.client()
+        self.server.drop_next("challenge", "after")
+        self.issued(client, "lost-challenge.example")
+        # The POST, its repeat (refused), and the POST-as-GET that reads it.
+        self.assertEqual(self.server.request_counts()["challenge"], 3)
+
+    def test_refused_pending_challenge(self) -> None:
+        """
+        A challenge POST refused while the challenge is still pending is
+        the CA's error, raised as it came.
+        """
+        client = self.client()
+        order = self.successResultOf(client.new_order(["refused.example"]))
+        authzr, _ = self.successResultOf(
+            client.refresh_authorization(
+                messages.AuthorizationResource(uri=order.body.authorizations[0])
+            )
+        )
+        self.server.fail_next("challenge", "malformed", count=1)
+        error = self.errorOf(
+            client.answer_challenge(authzr.body.challenges[0], None), ServerError
+        )
+        self.assertEqual(error.code, "malformed")
+        self.assertEqual(self.server.request_counts()["challenge"], 2)
 
     def test_lost_new_order_answer(self) -> None:
         """
@@ -187,6 +222,90 @@ class BudgetTests(FaultTestCase):
         self.assertEqual(error.status, 503)
         # The next issuance has a budget of its own.
         self.issued(client, "budget.example")
+
+
+class PerseveranceTests(FaultTestCase):
+    """
+    Past the transport's retries, what the CA may have acted on (a
+    finalization, the download of what it issued) and the polls are tried
+    again until the deadline: a certificate the CA issued is not given up.
+    """
+
+    def short_retries(self) -> Client:
+        return self.client(retry_policy=RetryPolicy(max_retries=2, jitter=0.0))
+
+    def test_download_outlasts_the_retries(self) -> None:
+        """
+        A certificate download failing more often than the transport
+        retries is tried again: the certificate issued is the one returned.
+        """
+        client = self.short_retries()
+        self.server.inject_next("certificate", "unavailable", count=7)
+        self.issued(client, "download.example")
+        self.assertEqual(self.server.fault_counts["unavailable"], 7)
+
+    def test_finalize_answers_lost(self) -> None:
+        """
+        A finalization whose answers are all lost, the CA having acted on
+        the first: the order is read, found finalized, and its certificate
+        downloaded (the CA issued once).
+        """
+        client = self.short_retries()
+        self.server.drop_next("finalize", "after", count=3)
+        self.issued(client, "finalize.example")
+        self.assertEqual(self.server.request_counts()["finalize"], 3)
+
+    def test_finalize_not_reached(self) -> None:
+        """
+        A finalization that never reaches the CA fails the issuance once the
+        retries are spent: the order is read, is still ready, and the CA
+        issued nothing.
+        """
+        client = self.short_retries()
+        self.server.drop_next("finalize", "before", count=3)
+        result = self.issue(client, "unreached.example")
+        self.finish(result)
+        self.errorOf(result, NetworkError)
+        self.assertEqual(self.server.certificates, [])
+
+    def test_polls_outlast_the_retries(self) -> None:
+        """Polls failing more often than the transport retries go on."""
+        self.server = self.make_server(validation_delay=5.0)
+        client = self.short_retries()
+        order = self.successResultOf(client.new_order(["poll.example"]))
+        authzr, _ = self.successResultOf(
+            client.refresh_authorization(
+                messages.AuthorizationResource(uri=order.body.authorizations[0])
+            )
+        )
+        [challenge] = [body for body in authzr.body.challenges if body.typ == "http-01"]
+        self.successResultOf(client.answer_challenge(challenge, None))
+        self.server.inject_next("authorization", "drop-before", count=6)
+        result = poll_until_valid(authzr, self.clock, client)
+        self.finish(result)
+        self.assertEqual(
+            self.successResultOf(result).body.status, messages.STATUS_VALID
+        )
+
+    def test_deadline_ends_it(self) -> None:
+        """
+        A download failing for good ends at the issuance's deadline with the
+        last error, not later and not in a hang.
+        """
+        client = self.short_retries()
+        self.server.inject_next("certificate", "unavailable", count=10_000)
+        started = self.clock.seconds()
+        result = issue_certificate(
+            client,
+            self.clock,
+            csr_for_names(["forever.example"], _KEY),
+            [RecordingResponder()],
+            timeout=30,
+        )
+        self.finish(result, seconds=120)
+        error = self.errorOf(result, ServerError)
+        self.assertEqual(error.status, 503)
+        self.assertLessEqual(self.clock.seconds() - started, 31)
 
 
 class MixTests(FaultTestCase):

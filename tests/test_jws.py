@@ -10,9 +10,12 @@ from typing import Any
 
 from acme import messages
 from josepy.jwa import ES256
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 
 from tests.support import EC_KEY, AcmeTestCase, stub_treq
 from txacme.client import fqdn_identifier
@@ -361,6 +364,23 @@ class NetworkTests(AcmeTestCase):
         self.assertEqual(treq.requests, 4)
         self.assertEqual(failure.attempts, 4)
         self.assertIn("4 attempts", str(failure))
+
+    def test_untrusted_certificate_not_retried(self) -> None:
+        """
+        A server certificate that is not trusted is not a passing failure:
+        the request is not sent again, and the NetworkError says so.
+        """
+        clock = Clock()
+        refusal = ResponseNeverReceived(
+            [Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))]
+        )
+        treq = _FailingTreq(fail(refusal))
+        jws = JWSClient(treq, EC_KEY, ES256, reactor=clock)
+        failure = self.errorOf(jws.get("https://ca.test/directory"), NetworkError)
+        self.assertFalse(failure.transient)
+        self.assertIn("certificate verify failed", str(failure))
+        self.assertEqual(failure.attempts, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_timeout(self) -> None:
         """

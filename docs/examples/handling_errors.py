@@ -35,6 +35,7 @@ from txacme.errors import (
     RateLimited,
     TermsOfServiceNotAgreed,
 )
+from txacme.jws import RetryPolicy
 from txacme.messages import CertificateRequest
 from txacme.testing import MemoryAcmeServer
 from txacme.util import csr_for_names, generate_private_key
@@ -113,7 +114,8 @@ async def not_acme(clock: Clock, server: MemoryAcmeServer) -> None:
     An answer that is not RFC 8555 (here HTML, as a captive portal sends)
     is retried; when every attempt gets one: MalformedResponse.
     """
-    server.break_next("directory", "html", count=6)
+    attempts = RetryPolicy().max_retries + 1
+    server.break_next("directory", "html", count=attempts)
     try:
         await connect(clock, server)
     except MalformedResponse as error:

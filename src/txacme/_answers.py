@@ -13,6 +13,7 @@ from typing import Any
 from acme import messages
 from josepy.b64 import b64decode
 from josepy.errors import DeserializationError
+from OpenSSL import SSL
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -129,6 +130,28 @@ def _problem(detail: str, title: str | None = None) -> messages.Error:
         jobj["title"] = title
     problem: messages.Error = messages.Error.from_json(jobj)
     return problem
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The failure and those it wraps (twisted.web's ``reasons``)."""
+    found = [error]
+    for reason in getattr(error, "reasons", None) or ():
+        value = reason.value if isinstance(reason, Failure) else reason
+        if isinstance(value, BaseException):
+            found.append(value)
+    return found
+
+
+def refused_certificate(error: BaseException) -> bool:
+    """
+    Whether a request failed because the server's TLS certificate was not
+    trusted: a refusal that stays until the trust changes, not a passing
+    failure.
+    """
+    return any(
+        isinstance(cause, SSL.Error) and "certificate verify failed" in str(cause)
+        for cause in _causes(error)
+    )
 
 
 def describe_failure(error: BaseException) -> str:

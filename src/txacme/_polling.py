@@ -12,15 +12,19 @@ through the same steps.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 from acme import messages
 from attrs import field, frozen, validators
 from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from txacme._protocol._common import gather
+from txacme._retry import is_transient
 from txacme.errors import (
     AuthorizationFailed,
     AuthorizationsNotValid,
@@ -42,6 +46,8 @@ __all__ = [
 ]
 
 _PENDING_STATES = (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+_T = TypeVar("_T")
+_log = Logger()
 
 
 class PollTiming:
@@ -233,6 +239,45 @@ class Deadline:
             await deferLater(self.clock, seconds)
 
 
+#: Seconds between the attempts of :func:`persevere`: the first, the most.
+PERSEVERE_FIRST_DELAY = 1.0
+PERSEVERE_MAX_DELAY = 10.0
+
+
+async def persevere(
+    deadline: Deadline, attempt: Callable[[], Awaitable[_T]], what: str
+) -> _T:
+    """
+    Run ``attempt`` until it succeeds or fails with an error that is not
+    passing (:func:`~txacme.jws.is_transient`), waiting between attempts
+    (1 s, doubling, at most 10 s), as long as the deadline leaves time
+    for another wait: then its last error is raised.
+
+    The transport has retried each request already; this is for what an
+    issuance must not give up lightly: the reads after a finalization and
+    the certificate's download (the CA may have issued it: given up, it
+    would be issued for nothing, and count against the CA's limits), and
+    the polls, which are only reads.
+
+    :param what: What is attempted, for the log.
+    """
+    delay = PERSEVERE_FIRST_DELAY
+    while True:
+        try:
+            return await attempt()
+        except Exception as error:
+            if not is_transient(error) or deadline.remaining() <= delay:
+                raise
+            _log.info(
+                "{what} failed ({error}); trying again in {delay} s",
+                what=what,
+                error=error,
+                delay=delay,
+            )
+            await deferLater(deadline.clock, delay)
+            delay = min(delay * 2, PERSEVERE_MAX_DELAY)
+
+
 async def poll_authorization(
     client: IssuingClient,
     authzr: messages.AuthorizationResource,
@@ -261,7 +306,11 @@ async def poll_authorization(
             status.name if status is not None else "unknown",
         )
         attempt += 1
-        authzr, retry_after = await client.refresh_authorization(authzr)
+        authzr, retry_after = await persevere(
+            deadline,
+            partial(client.refresh_authorization, authzr),
+            f"Polling {authzr.uri}",
+        )
         status = authzr.body.status
         if status == messages.STATUS_VALID:
             policy.observe(
@@ -306,6 +355,63 @@ async def _raise_for_authorizations(
         raise AuthorizationsNotValid(not_valid)
 
 
+async def _read_order(
+    client: IssuingClient, orderr: messages.OrderResource, deadline: Deadline
+) -> tuple[messages.OrderResource, float | None]:
+    """Read an order, trying again after passing failures until the deadline."""
+    return await persevere(
+        deadline,
+        lambda: client.refresh_order(orderr),
+        f"Reading the order {orderr.uri}",
+    )
+
+
+async def _finalize(
+    client: IssuingClient,
+    orderr: messages.OrderResource,
+    csr: x509.CertificateSigningRequest,
+    deadline: Deadline,
+    *,
+    ready: bool,
+) -> tuple[messages.OrderResource, float | None, bool]:
+    """
+    Send the CSR.  ``orderNotReady`` is answered to a finalize sent again
+    after its answer was lost (or to one sent before the server caught up
+    with the authorizations); a passing failure may have been the CA's
+    answer lost: the order is read then, to see whether the CA has it
+    finalized.  If it has not, after a passing failure, that failure is
+    raised.
+
+    :param ready: Whether the order was last seen ready, so that
+        ``orderNotReady`` can only mean it is finalized already: if it is
+        not, the error is raised (after naming the authorizations that are
+        not valid, if any).
+    :returns: The order, its ``Retry-After``, and whether the CA has it
+        finalized (it is processing or valid).
+    """
+    try:
+        result, retry_after = await client.send_csr(orderr, csr)
+    except Exception as error:
+        if not (
+            is_transient(error)
+            or (isinstance(error, ServerError) and error.code == "orderNotReady")
+        ):
+            raise
+        # Did the CA act on it?  (If it did, the certificate is on its way,
+        # and is not to be given up for a passing failure.)
+        current, retry_after = await _read_order(client, orderr, deadline)
+        finalized = current.body.status in (
+            messages.STATUS_PROCESSING,
+            messages.STATUS_VALID,
+        )
+        if not finalized and (ready or is_transient(error)):
+            if current.body.status == messages.STATUS_PENDING:
+                await _raise_for_authorizations(client, current)
+            raise
+        return current, retry_after, finalized
+    return result, retry_after, True
+
+
 async def _wait_while(
     client: IssuingClient,
     orderr: messages.OrderResource,
@@ -330,7 +436,7 @@ async def _wait_while(
             orderr.body.status.name,
         )
         attempt += 1
-        orderr, retry_after = await client.refresh_order(orderr)
+        orderr, retry_after = await _read_order(client, orderr, deadline)
         if orderr.body.status in states:
             last_pending = deadline.clock.seconds() - started
     if attempt and orderr.body.status == messages.STATUS_VALID:
@@ -353,7 +459,9 @@ async def finalize_order(
     every authorization valid, waited for.  An ``orderNotReady`` answer to
     the finalization of an order the CA is already processing (or has
     issued: a finalize sent again after its answer was lost) is not an
-    error: the order is waited for and its certificate fetched.
+    error: the order is waited for and its certificate fetched.  From the
+    finalization on, passing failures are tried again until the deadline
+    (:func:`persevere`): the CA may have issued already.
 
     :returns: The valid order, with its certificate URL.
     :raises AuthorizationsNotValid: If it is not ready for want of
@@ -364,22 +472,11 @@ async def finalize_order(
     retry_after: float | None = None
     submitted = False
     if orderr.body.status == messages.STATUS_PENDING and _seen_valid(orderr):
-        try:
-            orderr, retry_after = await client.send_csr(orderr, csr)
-        except ServerError as error:
-            if error.code != "orderNotReady":
-                raise
-            # The server has not caught up, or (sent again after a lost
-            # answer) has finalized already: read the order, go on below.
-            orderr, retry_after = await client.refresh_order(orderr)
-            submitted = orderr.body.status in (
-                messages.STATUS_PROCESSING,
-                messages.STATUS_VALID,
-            )
-        else:
-            submitted = True
+        orderr, retry_after, submitted = await _finalize(
+            client, orderr, csr, deadline, ready=False
+        )
     elif orderr.body.status == messages.STATUS_PENDING:
-        orderr, retry_after = await client.refresh_order(orderr)
+        orderr, retry_after = await _read_order(client, orderr, deadline)
     if not submitted and orderr.body.status == messages.STATUS_PENDING:
         # Raises unless every authorization is valid; if they all are,
         # the server has yet to notice: wait for the order to be ready.
@@ -388,22 +485,9 @@ async def finalize_order(
             client, orderr, (messages.STATUS_PENDING,), retry_after, deadline
         )
     if not submitted and orderr.body.status == messages.STATUS_READY:
-        try:
-            orderr, retry_after = await client.send_csr(orderr, csr)
-        except ServerError as error:
-            if error.code != "orderNotReady":
-                raise
-            # Sent again after a lost answer, a finalize finds the order
-            # already processing or valid: read it, and go on from there.
-            orderr, retry_after = await client.refresh_order(orderr)
-            if orderr.body.status == messages.STATUS_PENDING:
-                await _raise_for_authorizations(client, orderr)
-            if orderr.body.status not in (
-                messages.STATUS_PROCESSING,
-                messages.STATUS_VALID,
-            ):
-                raise
-        submitted = True
+        orderr, retry_after, submitted = await _finalize(
+            client, orderr, csr, deadline, ready=True
+        )
     if submitted:
         # "ready" again right after finalize: the server has not started.
         orderr = await _wait_while(

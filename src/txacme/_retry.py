@@ -16,7 +16,13 @@ from attrs import field, frozen, validators
 
 from txacme.errors import MalformedResponse, NetworkError, ServerError
 
-__all__ = ["RetryBudget", "RetryPolicy", "current_budget", "retry_budget"]
+__all__ = [
+    "RetryBudget",
+    "RetryPolicy",
+    "current_budget",
+    "is_transient",
+    "retry_budget",
+]
 
 
 @frozen
@@ -26,7 +32,9 @@ class RetryPolicy:
     retried, re-signed with a fresh nonce, after a passing fault:
 
     * no answer: the connection was refused, reset or closed before or
-      during the answer, TLS failed, or nothing came within the timeout;
+      during the answer, the TLS handshake failed (but for a server
+      certificate that is not trusted, which is not retried), or nothing
+      came within the timeout;
     * an error a CA sends when busy: ``rateLimited`` or ``serverInternal``,
       or an HTTP 429, 500, 502, 503 or 504 without an ACME problem type;
     * a success answer no RFC 8555 server sends (§6.5): a signed request's
@@ -62,11 +70,11 @@ class RetryPolicy:
     :ivar random: The source of the jitter.
     """
 
-    max_retries: int = field(default=5, validator=validators.ge(0))
+    max_retries: int = field(default=10, validator=validators.ge(0))
     max_issuance_retries: int = field(default=40, validator=validators.ge(0))
     first_delay: float = field(default=0.5, validator=validators.ge(0))
     factor: float = field(default=2.0, validator=validators.ge(1))
-    max_delay: float = field(default=30.0, validator=validators.ge(0))
+    max_delay: float = field(default=10.0, validator=validators.ge(0))
     max_retry_after: float = field(default=60.0, validator=validators.ge(0))
     jitter: float = field(default=0.25, validator=[validators.ge(0), validators.le(1)])
     random: Random = field(factory=Random, eq=False, repr=False)
@@ -74,21 +82,30 @@ class RetryPolicy:
     def is_transient(self, error: BaseException) -> bool:
         """
         Whether ``error`` is worth retrying: a passing error of the CA, a
-        request without answer, or a middlebox's answer.
+        request without answer, or a middlebox's answer (see
+        :func:`is_transient`).
         """
-        if isinstance(error, ServerError):
-            return error.code in _TRANSIENT_CODES or (
-                error.code is None and error.status in _TRANSIENT_STATUSES
-            )
-        if isinstance(error, NetworkError):
-            return True
-        return isinstance(error, MalformedResponse) and error.transient
+        return is_transient(error)
 
     def backoff(self, retries: int) -> float:
         """The delay before retry number ``retries + 1``, with jitter."""
         base = min(self.max_delay, self.first_delay * self.factor**retries)
         spread = base * self.jitter
         return max(0.0, base + self.random.uniform(-spread, spread))
+
+
+def is_transient(error: BaseException) -> bool:
+    """
+    Whether ``error`` is a passing one, worth trying again: an error a CA
+    sends when busy, a request without answer, or a middlebox's answer.
+    """
+    if isinstance(error, ServerError):
+        return error.code in _TRANSIENT_CODES or (
+            error.code is None and error.status in _TRANSIENT_STATUSES
+        )
+    if isinstance(error, NetworkError):
+        return error.transient
+    return isinstance(error, MalformedResponse) and error.transient
 
 
 _TRANSIENT_CODES = frozenset({"rateLimited", "serverInternal"})

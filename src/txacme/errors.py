@@ -313,15 +313,21 @@ class NetworkError(acme_errors.ClientError):
     :ivar reason: What went wrong, in words.
     :ivar attempts: How many times the request was sent (retries included),
         when known.
+    :ivar transient: Whether the failure may pass, so that sending the
+        request again makes sense: true but for a server certificate that
+        is not trusted.
     """
 
     attempts: int | None = None
 
-    def __init__(self, method: str, url: str, reason: str) -> None:
+    def __init__(
+        self, method: str, url: str, reason: str, *, transient: bool = True
+    ) -> None:
         super().__init__(method, url, reason)
         self.method = method
         self.url = url
         self.reason = reason
+        self.transient = transient
 
     def __str__(self) -> str:
         text = f"{self.method} {self.url} failed: {self.reason}"

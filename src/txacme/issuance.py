@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from txacme._deferred import deferred_async
-from txacme._polling import Deadline, finalize_order, poll_authorization
+from txacme._polling import Deadline, finalize_order, persevere, poll_authorization
 from txacme._protocol._common import as_csr, csr_identifiers, gather
 from txacme.errors import NoSupportedChallenges, OrderFailed
 from txacme.interfaces import IResponder, IssuingClient
@@ -217,7 +217,10 @@ async def issue_certificate(
     Every wait (authorizations being validated, the order being processed)
     runs on ``clock``, against one deadline ``timeout`` seconds away; the
     retries of all its requests share one budget
-    (:attr:`~txacme.jws.RetryPolicy.max_issuance_retries`).
+    (:attr:`~txacme.jws.RetryPolicy.max_issuance_retries`).  Polls, the
+    finalization and everything after it (the CA may have issued) are tried
+    again after a passing failure even when the retries are spent, until
+    the deadline.
 
     :param client: The ACME client (any
         :class:`~txacme.interfaces.IssuingClient`), registered.
@@ -261,7 +264,13 @@ async def issue_certificate(
         if on_order is not None:
             await on_order(orderr)
         orderr = await finalize_order(client, orderr, request, deadline)
-        orderr = await client.fetch_certificate(orderr, request)
+        valid = orderr
+        # Issued: the certificate is not given up for a passing failure.
+        orderr = await persevere(
+            deadline,
+            lambda: client.fetch_certificate(valid, request),
+            f"Downloading {valid.body.certificate}",
+        )
     return select_chain(
         orderr.fullchain_pem, orderr.alternative_fullchains_pem or (), preferred_chain
     )

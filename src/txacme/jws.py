@@ -31,13 +31,20 @@ from txacme import __version__
 from txacme._answers import (
     decode_json,
     describe_failure,
+    refused_certificate,
     response_nonce,
     server_error,
 )
 from txacme._deferred import deferred_async
 from txacme._headers import first_header, media_type
 from txacme._nonces import NoncePool
-from txacme._retry import RetryBudget, RetryPolicy, current_budget, retry_budget
+from txacme._retry import (
+    RetryBudget,
+    RetryPolicy,
+    current_budget,
+    is_transient,
+    retry_budget,
+)
 from txacme._signing import RequestBody, encode_payload, flattened_jws
 from txacme._types import HTTPResponse as _Response
 from txacme._types import TreqClient
@@ -54,6 +61,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "Signer",
+    "is_transient",
     "retry_budget",
 ]
 
@@ -381,7 +389,12 @@ class JWSClient:
                 ) from None
             raise
         except Exception as error:
-            raise NetworkError(method, url, describe_failure(error)) from error
+            raise NetworkError(
+                method,
+                url,
+                describe_failure(error),
+                transient=not refused_certificate(error),
+            ) from error
         finally:
             if delayed is not None and delayed.active():
                 delayed.cancel()

@@ -11,8 +11,10 @@ from typing import Any
 from acme import challenges as acme_challenges
 from acme import messages
 from josepy.interfaces import JSONDeSerializable
+from twisted.logger import Logger
 
 from txacme._protocol._common import Session, links, location, parse, required_url
+from txacme.errors import MalformedResponse, NetworkError, ServerError
 from txacme.jws import Signer
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "new_authorization",
     "post_challenge",
 ]
+
+_log = Logger()
 
 
 async def new_authorization(
@@ -65,9 +69,34 @@ async def post_challenge(
     """
     Tell the server to validate a challenge (RFC 8555 §7.5.1): POST the
     response object (``{}`` for RFC 8555's challenge types) to its URL.
+
+    A CA that already had the challenge (an earlier POST whose answer was
+    lost, then sent again) may refuse it, as Pebble does (``malformed``:
+    "Cannot update challenge with status valid").  The POST is then
+    answered with the challenge's current state, as RFC 8555 means it to
+    be: if the challenge is no longer ``pending`` it is returned as the
+    answer; otherwise the CA's error stands.
     """
     payload: JSONDeSerializable | dict[str, Any] = {} if response is None else response
-    answer = await session.post(challenge_body.uri, payload, signer)
+    try:
+        answer = await session.post(challenge_body.uri, payload, signer)
+    except ServerError as error:
+        if session.transport.retry_policy.is_transient(error):
+            raise
+        try:
+            answer = await session.post(challenge_body.uri, None, signer)
+        except (ServerError, NetworkError, MalformedResponse):
+            raise error from None
+        current = parse(messages.ChallengeBody, answer.json(), answer.response)
+        if current.status == messages.STATUS_PENDING:
+            raise
+        _log.info(
+            "The CA refused the challenge {url} ({error}), which it already "
+            "had: it is {status}",
+            url=challenge_body.uri,
+            error=error,
+            status=current.status.name,
+        )
     body = parse(messages.ChallengeBody, answer.json(), answer.response)
     authzr_uri = (links(answer, challenge_body.uri).get("up") or [""])[0]
     return messages.ChallengeResource(body=body, authzr_uri=authzr_uri)

@@ -270,6 +270,10 @@ class MemoryAcmeServer:
     :ivar validator: Decides challenges (see :data:`Validator`).
     :ivar invalid_identifiers: Identifier values (or ``*.`` names) whose
         challenges always fail with ``incorrectResponse``.
+    :ivar refuse_repeated_challenge: Whether a challenge POST for a
+        challenge that is no longer ``pending`` is refused (``malformed``,
+        400), as Pebble does, instead of answered with the challenge's
+        current state (RFC 8555 §7.5.1).
     :ivar validation_delay: Seconds a challenge stays ``processing``.
     :ivar processing_delay: Seconds a finalized order stays ``processing``.
     :ivar certificate_lifetime: Validity of issued certificates.
@@ -296,6 +300,7 @@ class MemoryAcmeServer:
     authorization_reuse: bool = True
     validator: Validator = always_valid
     invalid_identifiers: set[str] = field(factory=set)
+    refuse_repeated_challenge: bool = False
     validation_delay: float = 0.0
     processing_delay: float = 0.0
     certificate_lifetime: timedelta = timedelta(days=90)
@@ -1560,6 +1565,12 @@ class MemoryAcmeServer:
         self._check_owner(account, authorization.account_url)
         if signed.jws.payload_b64 != "":
             signed.jws.payload_object()
+            if challenge.status != "pending" and self.refuse_repeated_challenge:
+                raise ProblemError(
+                    "malformed",
+                    f"Cannot update challenge with status {challenge.status}, "
+                    "only status pending",
+                )
             if challenge.status == "pending":
                 if authorization.status != "pending":
                     raise ProblemError(
