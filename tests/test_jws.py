@@ -371,8 +371,9 @@ class NetworkTests(AcmeTestCase):
         the request is not sent again, and the NetworkError says so.
         """
         clock = Clock()
-        refusal = ResponseNeverReceived(
-            [Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))]
+        tls = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        refusal = ResponseNeverReceived(  # type: ignore[no-untyped-call]
+            [Failure(tls)]  # type: ignore[no-untyped-call]
         )
         treq = _FailingTreq(fail(refusal))
         jws = JWSClient(treq, EC_KEY, ES256, reactor=clock)
