@@ -4,8 +4,10 @@ The benchmark command: ``python -m benchmarks [BENCHMARK] [OPTION ...]``.
 ``client`` (the default) compares txacme's issuing client with certbot's
 ``acme`` library against a local Pebble (:mod:`benchmarks.client_bench`);
 ``service`` runs the issuing service over certificate stores of 10,000 and
-100,000 entries (:mod:`benchmarks.service_bench`); ``all`` runs each of
-them in turn with its default options (what ``tox -e bench`` does).
+100,000 entries (:mod:`benchmarks.service_bench`); ``fault`` issues through
+a fault-injecting proxy in front of Pebble (:mod:`benchmarks.fault_bench`,
+issue 11); ``all`` runs each of them in turn with its default options (what
+``tox -e bench`` does).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import client_bench, service_bench
+from benchmarks import client_bench, fault_bench, service_bench
 
 BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {
     "client": client_bench.main,
     "service": service_bench.main,
+    "fault": fault_bench.main,
 }
 
 

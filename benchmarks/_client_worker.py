@@ -47,7 +47,7 @@ from benchmarks._metering import (
 )
 from benchmarks._workers import print_result, react_for_result
 
-__all__ = ["main"]
+__all__ = ["main", "site_resource", "verify_chains"]
 
 _LOOPBACK = "127.0.0.1"
 
@@ -56,20 +56,29 @@ def _name(config: dict[str, Any], index: int) -> str:
     return f"{config['name_prefix']}-{index}.example.test"
 
 
-def _verify(chains: dict[int, str], config: dict[str, Any]) -> int:
+def verify_chains(
+    chains: dict[int, str], root_path: Path, name: Callable[[int], str]
+) -> int:
     """
-    Verify every chain (PEM, leaf first) against Pebble's root for its
-    name; return how many were verified, raise on the first bad one.
+    Verify every chain (PEM, leaf first) against Pebble's root (PEM, at
+    ``root_path``) for its name (``name(index)``); return how many were
+    verified, raise on the first bad one.
     """
-    root = x509.load_pem_x509_certificate(Path(config["root_path"]).read_bytes())
+    root = x509.load_pem_x509_certificate(root_path.read_bytes())
     store = Store([root])
     for index, pem in sorted(chains.items()):
         certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-        name = _name(config, index)
-        PolicyBuilder().store(store).build_server_verifier(x509.DNSName(name)).verify(
-            certificates[0], certificates[1:]
-        )
+        PolicyBuilder().store(store).build_server_verifier(
+            x509.DNSName(name(index))
+        ).verify(certificates[0], certificates[1:])
     return len(chains)
+
+
+def _verify(chains: dict[int, str], config: dict[str, Any]) -> int:
+    """:func:`verify_chains` with the run's root and names."""
+    return verify_chains(
+        chains, Path(config["root_path"]), lambda index: _name(config, index)
+    )
 
 
 def _usage_since(started: resource.struct_rusage) -> dict[str, float]:
@@ -87,7 +96,7 @@ def _indices(n: int) -> Iterator[int]:
     yield from range(n)
 
 
-def _site_resource(responder_resource: Any) -> Any:
+def site_resource(responder_resource: Any) -> Any:
     from twisted.web.resource import Resource
 
     root = Resource()  # type: ignore[no-untyped-call]
@@ -122,9 +131,7 @@ async def _run_txacme(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
     count_treq_requests(requests)
     account_key = JWKEC(key=generate_private_key("p256"))
     interval = config["poll_interval"]
-    policy = PollingPolicy(
-        first_delay=interval, factor=1.0, max_delay=interval, timeout=120.0
-    )
+    policy = PollingPolicy() if interval is None else _fixed_policy(interval)
     client = await Client.from_url(
         reactor, config["directory_url"], key=account_key, alg=ES256, policy=policy
     )
@@ -137,7 +144,7 @@ async def _run_txacme(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
     setup = requests.snapshot()
 
     responder = HTTP01Responder()
-    site = MeteredSiteFactory(Site(_site_resource(responder.resource)))  # type: ignore[no-untyped-call]
+    site = MeteredSiteFactory(Site(site_resource(responder.resource)))  # type: ignore[no-untyped-call]
     port = reactor.listenTCP(config["http_port"], site, interface=_LOOPBACK)
     probe = StallProbe(reactor, config["stall_interval"])
     chains: dict[int, str] = {}
@@ -145,12 +152,18 @@ async def _run_txacme(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
     key_type = config["key_type"]
 
     keygen = DeferredSemaphore(config.get("keygen_threads") or 1_000_000)
+    # Each issuance's start (seconds from the first) and duration, key
+    # generation apart.
+    issuances: list[tuple[float, float]] = []
+    wall_started = 0.0
 
     async def issue_some() -> None:
         for index in indices:
             key = await keygen.run(generate_private_key_in_thread, reactor, key_type)
             csr = csr_for_names([_name(config, index)], key)
+            started = time.perf_counter()
             chains[index] = await issue_certificate(client, reactor, csr, [responder])
+            issuances.append((started - wall_started, time.perf_counter() - started))
 
     profiler = _start_profiler(config)
     probe.start()
@@ -182,9 +195,31 @@ async def _run_txacme(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
         "stall_max": probe.largest,
         "stall_p99": probe.percentile(0.99),
         "stall_samples": len(probe.lateness),
+        "issuances": sorted(issuances),
         "issued": len(chains),
         "verified": _verify(chains, config),
     }
+
+
+def _fixed_policy(interval: float) -> Any:
+    """
+    A polling policy that waits ``interval`` before every poll, never
+    adapting (``adaptive=False``, where the policy has that field: txacme
+    before issue 11 did not adapt), with a timeout of 120 s.
+    """
+    import attrs
+
+    from txacme.client import PollingPolicy
+
+    options: dict[str, Any] = {
+        "first_delay": interval,
+        "factor": 1.0,
+        "max_delay": interval,
+        "timeout": 120.0,
+    }
+    if "adaptive" in attrs.fields_dict(PollingPolicy):
+        options["adaptive"] = False
+    return PollingPolicy(**options)
 
 
 def _txacme_main(config: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +264,7 @@ def _certbot_main(config: dict[str, Any]) -> dict[str, Any]:
 
     # The responder: a reactor in a thread of its own.
     responder = HTTP01Responder()
-    site = MeteredSiteFactory(Site(_site_resource(responder.resource)))  # type: ignore[no-untyped-call]
+    site = MeteredSiteFactory(Site(site_resource(responder.resource)))  # type: ignore[no-untyped-call]
     reactor.listenTCP(config["http_port"], site, interface=_LOOPBACK)
     reactor_thread = threading.Thread(
         target=reactor.run,
@@ -265,6 +300,10 @@ def _certbot_main(config: dict[str, Any]) -> dict[str, Any]:
 
     chains: dict[int, str] = {}
     errors: list[BaseException] = []
+    # Each issuance's start (seconds from the first) and duration, key
+    # generation apart.
+    issuances: list[tuple[float, float]] = []
+    wall_started = 0.0
     indices = _indices(config["n"])
     lock = threading.Lock()
     key_type = config["key_type"]
@@ -281,6 +320,7 @@ def _certbot_main(config: dict[str, Any]) -> dict[str, Any]:
             serialization.NoEncryption(),
         )
         name = _name(config, index)
+        started = time.perf_counter()
         orderr = client.new_order(crypto_util.make_csr(key_pem, [name]))
         authzr = orderr.authorizations[0]
         challb = next(
@@ -296,6 +336,7 @@ def _certbot_main(config: dict[str, Any]) -> dict[str, Any]:
         finally:
             on_reactor(responder.stop_responding, name, challb.chall, response)
         chains[index] = orderr.fullchain_pem
+        issuances.append((started - wall_started, time.perf_counter() - started))
 
     def issue_some() -> None:
         while not errors:
@@ -341,6 +382,7 @@ def _certbot_main(config: dict[str, Any]) -> dict[str, Any]:
         **usage,
         "responder_cpu": responder_cpu,
         "responder_thread_cpu": responder_thread,
+        "issuances": sorted(issuances),
         "responder_connections": site.connections,
         "setup": setup,
         "requests": subtract(after, setup),

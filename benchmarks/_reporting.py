@@ -35,16 +35,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
-def target_lines(checks: Sequence[tuple[bool, str]]) -> list[str]:
+def target_lines(
+    checks: Sequence[tuple[bool, str]], heading: str = "Targets (issue 6):"
+) -> list[str]:
     """
-    The report's section on the targets of issue 6: each check, met or
-    missed, after a blank line and a heading; nothing if there are none.
+    The report's section on targets: each check, met or missed, after a
+    blank line and ``heading``; nothing if there are none.
     """
     if not checks:
         return []
     return [
         "",
-        "Targets (issue 6):",
+        heading,
         *(
             f"  [{'met ' if met else 'MISS'}] {description}"
             for met, description in checks

@@ -1,7 +1,12 @@
 """
-The client benchmark's smoke run (``python -m benchmarks client --smoke``):
-five certificates per run against its own Pebble, so that the benchmark
-keeps working.  Its figures are not checked: five certificates say little.
+The smoke runs of the benchmarks that need Pebble: the client benchmark's
+(``python -m benchmarks client --smoke``: five certificates per run against
+its own Pebble) and the fault benchmark's (``python -m benchmarks fault
+--smoke``: five certificates without faults, five through the fault proxy
+at 25% faults and half the nonces rejected), so that the benchmarks keep
+working.  Their figures are not checked, five certificates say little;
+the fault benchmark's smoke run must still lose no certificate and hang
+nowhere.
 """
 
 from __future__ import annotations
@@ -27,7 +32,22 @@ RUN_LABELS = [
     "acme, 8 threads, EC P-256",
     "acme, 1 thread, EC P-256",
     "acme, 8 threads, default polling",
+    "txacme, C=16, default polling",
+    "txacme, C=16, fixed 50 ms polling",
 ]
+
+# The fault benchmark's smoke runs, as it names them.
+FAULT_RUNS = ["0/0", "25/50"]
+
+
+def _environment() -> dict[str, str]:
+    """The environment of a benchmark process: this checkout's txacme."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(REPOSITORY / "src"), str(REPOSITORY)]
+        + [path for path in [environment.get("PYTHONPATH")] if path]
+    )
+    return environment
 
 
 class ClientBenchmarkSmokeTests(TypedAssertions, TestCase):
@@ -50,15 +70,10 @@ class ClientBenchmarkSmokeTests(TypedAssertions, TestCase):
         results.parent.mkdir(parents=True, exist_ok=True)
 
         async def test() -> None:
-            environment = dict(os.environ)
-            environment["PYTHONPATH"] = os.pathsep.join(
-                [str(REPOSITORY / "src"), str(REPOSITORY)]
-                + [path for path in [environment.get("PYTHONPATH")] if path]
-            )
             output, errors, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
                 sys.executable,
                 ["-m", "benchmarks", "client", "--smoke", "--json", str(results)],
-                env=environment,
+                env=_environment(),
                 path=str(REPOSITORY),
             )
             report = output.decode() + errors.decode()
@@ -78,6 +93,8 @@ class ClientBenchmarkSmokeTests(TypedAssertions, TestCase):
                 "Requests per certificate by endpoint",
                 "client CPU per certificate",
                 "Targets (issue 6):",
+                "Polling (issue 11)",
+                "Targets (issue 11, polling):",
                 "Pebble's log agrees with the client-side counts",
             ):
                 self.assertIn(section, report)
@@ -96,3 +113,77 @@ class ClientBenchmarkSmokeTests(TypedAssertions, TestCase):
         for run in recorded["results"].values():
             self.assertEqual((run["issued"], run["verified"]), (5, 5), run)
             self.assertEqual(sum(run["setup"].values()), 3, run)
+
+
+class FaultBenchmarkSmokeTests(TypedAssertions, TestCase):
+    """``python -m benchmarks fault --smoke`` runs and prints its report."""
+
+    timeout = 300
+
+    def setUp(self) -> None:
+        require_pebble()
+
+    def test_smoke(self) -> Deferred[None]:
+        """
+        The smoke run exits 0 after its two runs; it prints the table with
+        a row per run, the faults by kind, the requests by endpoint and the
+        targets of issue 11; the run without faults issues all five
+        certificates, and no run orphans a certificate, hangs, or leaves
+        the client unable to issue again.
+        """
+
+        results = Path(self.mktemp()).resolve()  # type: ignore[no-untyped-call]
+        results.parent.mkdir(parents=True, exist_ok=True)
+
+        async def test() -> None:
+            output, errors, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+                sys.executable,
+                ["-m", "benchmarks", "fault", "--smoke", "--json", str(results)],
+                env=_environment(),
+                path=str(REPOSITORY),
+            )
+            report = output.decode() + errors.decode()
+            self.assertEqual(code, 0, report)
+            lines = report.splitlines()
+            header = [line for line in lines if line.startswith("run (faults/nonces")]
+            self.assertEqual(len(header), 1, report)
+            for label in ("issued", "orphans", "requests/cert", "usable"):
+                self.assertIn(label, header[0])
+            rows = [
+                line.split()[0]
+                for line in lines[lines.index(header[0]) + 2 :]
+                if line.strip()
+            ][: len(FAULT_RUNS)]
+            self.assertEqual(rows, FAULT_RUNS, report)
+            for section in (
+                "Faults injected, by kind",
+                "Requests per certificate through the proxy, by endpoint",
+                "Targets (issue 11):",
+            ):
+                self.assertIn(section, report)
+            self.check_results(results, report)
+
+        return Deferred.fromCoroutine(test())
+
+    def check_results(self, path: Path, report: str) -> None:
+        """
+        The JSON output has both runs: five issuances each, succeeded or
+        failed, none hung; every certificate returned verified; no order
+        Pebble finalized without the client receiving its certificate; the
+        client issued once more after each run; the run without faults
+        issued all five and saw no fault, the other saw some.
+        """
+        recorded = json.loads(path.read_text())
+        self.assertEqual(list(recorded["results"]), FAULT_RUNS)
+        for run in recorded["results"].values():
+            self.assertEqual(run["issued"] + run["failed"], 5, report)
+            self.assertEqual(run["hangs"], 0, report)
+            self.assertEqual(run["orphaned_after_check"], [], report)
+            self.assertTrue(run["check"]["ok"], report)
+            self.assertEqual(run["verified"], run["issued"] + 1, report)
+            self.assertEqual(
+                run["finalized_after_check"], run["delivered_after_check"], report
+            )
+        clean, faulted = (recorded["results"][key] for key in FAULT_RUNS)
+        self.assertEqual((clean["issued"], clean["faults"]), (5, 0), report)
+        self.assertGreater(faulted["faults"], 0, report)
