@@ -172,7 +172,6 @@ async def _run(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
     from acme import messages
     from josepy.jwa import ES256
     from josepy.jwk import JWKEC
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
     from twisted.internet.defer import (
         CancelledError,
         Deferred,
@@ -228,9 +227,7 @@ async def _run(reactor: Any, config: dict[str, Any]) -> dict[str, Any]:
             proxy.directory_url,
             key=account_key,
             alg=ES256,
-            # Client.from_url takes an IOpenSSLTrustRoot, which Twisted
-            # adapts a Certificate to.
-            trust_root=IOpenSSLTrustRoot(proxy.trust_root()),
+            trust_root=proxy.trust_root(),
         )
         await client.register(
             messages.NewRegistration.from_data(terms_of_service_agreed=True)

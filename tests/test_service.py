@@ -1562,7 +1562,7 @@ class DocumentationTests(TestCase):
         )
         self.assertEqual(completed.returncode, 0, completed.stderr)
         output = completed.stdout
-        self.assertRegex(output, r"(?m)^ready after 0.25 s$")
+        self.assertRegex(output, r"(?m)^ready after 0.1 s$")
         self.assertRegex(
             output,
             r"(?m)^example\.com\.pem: example\.com, www\.example\.com; "

@@ -123,7 +123,7 @@ def main() -> None:
         )
         service.startService()
         run(clock, service.when_certs_valid())
-        print(f"ready after {clock.seconds() - START:g} s")
+        print(f"ready after {round(clock.seconds() - START, 3):g} s")
         entries = sorted(directory.glob("*.pem"))
         for path in entries:
             print(describe(path))

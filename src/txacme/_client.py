@@ -57,6 +57,7 @@ from txacme.util import PrivateKey
 if TYPE_CHECKING:
     # Annotations only: Twisted exports this interface from a private module.
     from twisted.internet._sslverify import IOpenSSLTrustRoot
+    from twisted.internet.ssl import Certificate
 
 __all__ = ["Client"]
 
@@ -147,7 +148,7 @@ class Client:
         *,
         policy: PollingPolicy | None = None,
         retry_policy: RetryPolicy | None = None,
-        trust_root: IOpenSSLTrustRoot | None = None,
+        trust_root: IOpenSSLTrustRoot | Certificate | None = None,
     ) -> Client:
         """
         Construct a client from an ACME directory at a given URL.
@@ -914,7 +915,7 @@ def default_jws_client(
     reactor: IReactorTime,
     key: JWK,
     alg: JWASignature,
-    trust_root: IOpenSSLTrustRoot | None = None,
+    trust_root: IOpenSSLTrustRoot | Certificate | None = None,
     timeout: float = 60.0,
     retry_policy: RetryPolicy | None = None,
 ) -> tuple[JWSClient, Any]:

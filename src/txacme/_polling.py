@@ -92,15 +92,19 @@ class PollTiming:
         after it started, and last seen pending ``last_pending`` seconds
         after (``None``: valid at the first poll).
 
-        Seen pending, then valid, the CA took about the midpoint.  Valid at
-        the first poll, it may have been ready long before: after a few such
-        polls in a row the estimate is halved, so that a CA faster than it
-        was thought is found out in a few issuances, while one whose speed
-        is known is probed below it only now and then.
+        Seen pending, then valid, the CA took about the midpoint; but the
+        first time, when the polls were far apart, the later end is taken
+        (waiting a little long is cheaper than polling in vain, and is soon
+        found out).  Valid at the first poll, it may have been ready long
+        before: after a few such polls in a row the estimate is halved, so
+        that a CA faster than it was thought is found out in a few
+        issuances, while one whose speed is known is probed below it only
+        now and then.
         """
         if last_pending is not None:
             self._streaks[kind] = 0
-            self.observe(kind, (last_pending + waited) / 2)
+            first = self._estimates.get(kind) is None
+            self.observe(kind, waited if first else (last_pending + waited) / 2)
             return
         streak = self._streaks.get(kind, 0) + 1
         self._streaks[kind] = streak
@@ -145,8 +149,8 @@ class PollingPolicy:
     :ivar timing: What was learnt (shared by copies of the policy).
     """
 
-    first_delay: float = field(default=0.25, validator=validators.gt(0))
-    factor: float = field(default=1.5, validator=validators.ge(1))
+    first_delay: float = field(default=0.1, validator=validators.gt(0))
+    factor: float = field(default=2.0, validator=validators.ge(1))
     max_delay: float = field(default=10.0, validator=validators.gt(0))
     timeout: float = field(default=300.0, validator=validators.gt(0))
     initial_delay: float | None = field(
