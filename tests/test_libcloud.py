@@ -57,12 +57,8 @@ from txacme.challenges import (
     ZoneNotFound,
 )
 from txacme.challenges._dns import dns01_record
-from txacme.challenges._libcloud import (
-    DEFAULT,
-    POWERDNS,
-    _daemon_thread,
-    txt_value,
-)
+from txacme.challenges._libcloud import _daemon_thread
+from txacme.challenges._libcloud_records import DEFAULT, POWERDNS, txt_value
 from txacme.interfaces import IResponder
 
 # libcloud's classes, whose constructors are not annotated.

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
-import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from acme import challenges
-from attrs import Factory, define, field, frozen
+from attrs import Factory, define, field
 from libcloud.dns.base import DNSDriver, Record, Zone
 from libcloud.dns.providers import get_driver
 from libcloud.dns.types import Provider, RecordType, ZoneDoesNotExistError
-from twisted._threads import IWorker, pool
+from twisted._threads import IWorker
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IReactorFromThreads,
@@ -42,7 +39,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txacme.challenges._dns_errors import (
@@ -55,6 +51,22 @@ from txacme.challenges._dns_errors import (
     dns01_record,
     parse_address,
 )
+from txacme.challenges._libcloud_records import (
+    POWERDNS_V1,
+    LibcloudRecordFormat,
+    normal_name,
+    record_format_for,
+    same_name,
+    txt_value,
+    within_zone,
+    write_powerdns_rrset,
+)
+from txacme.challenges._libcloud_thread import (
+    Progress,
+    daemon_thread,
+    in_worker,
+    one_thread,
+)
 from txacme.interfaces import IResponder
 
 __all__ = ["LibcloudDNSResponder", "LibcloudRecordFormat"]
@@ -62,249 +74,8 @@ __all__ = ["LibcloudDNSResponder", "LibcloudRecordFormat"]
 _log = Logger()
 _T = TypeVar("_T")
 
-#: The PowerDNS HTTP API root libcloud's driver uses for ``api_version="v1"``.
-_POWERDNS_V1 = "/api/v1"
-
-
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    """
-    A :class:`threading.Thread` with ``daemon`` set, so that a thread stuck
-    in a provider's API does not keep the process from exiting.
-    """
-    thread = threading.Thread(*args, **kwargs)
-    thread.daemon = True
-    return thread
-
-
-def _one_thread() -> IWorker:
-    """
-    The responder's own worker: at most one daemon thread, made when first
-    needed.
-    """
-    return pool(lambda: 1, threadFactory=_daemon_thread)
-
-
-# -- names and values --------------------------------------------------------------
-
-
-def _normal(name: str) -> str:
-    """A DNS name compared: lower case, without the final dot."""
-    return name.rstrip(".").lower()
-
-
-def _within(name: str, zone: str) -> bool:
-    """Whether ``name`` is ``zone`` or below it."""
-    name, zone = _normal(name), _normal(zone)
-    return name == zone or name.endswith("." + zone)
-
-
-_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
-
-
-def txt_value(data: str) -> str:
-    """
-    The value of TXT record data as a driver gives it: bare (``abc``), in
-    double quotes (``"abc"``), or as several quoted strings (``"ab" "c"``),
-    which a validator reads joined.
-    """
-    data = data.strip()
-    if data.startswith('"') and data.endswith('"') and len(data) >= 2:
-        strings = _QUOTED_STRING.findall(data)
-        if strings:
-            return "".join(re.sub(r"\\(.)", r"\1", string) for string in strings)
-    return data
-
-
-def _same_name(provider_name: str, record_name: str, zone_domain: str) -> bool:
-    """
-    Whether a record name as the driver gives it, fully qualified or
-    relative to the zone, is ``record_name``.
-    """
-    name = _normal(provider_name)
-    wanted = _normal(record_name)
-    return name == wanted or f"{name}.{_normal(zone_domain)}" == wanted
-
-
-# -- how drivers differ ------------------------------------------------------------
-
-#: ``write_rrset(driver, zone, name, contents, ttl)``: see
-#: :attr:`LibcloudRecordFormat.write_rrset`.
-RRsetWriter = Callable[[DNSDriver, Zone, str, Sequence[str], int], object]
-
-
-@frozen
-class LibcloudRecordFormat:
-    """
-    How one libcloud DNS driver wants a dns-01 TXT record written.
-
-    libcloud's drivers pass names and data through to their provider's API,
-    and the APIs differ.  :class:`LibcloudDNSResponder` picks the format of
-    a driver by the driver's ``type`` (:meth:`for_driver`); give your own as
-    ``record_format`` for another.
-
-    * :attr:`DEFAULT` (every driver but PowerDNS): names relative to
-      the zone (``_acme-challenge.www`` in ``example.com``), bare values,
-      ``extra={"ttl": ttl}``, one ``create_record`` per value and one
-      ``delete_record`` per value.  This is libcloud's documented
-      convention, and what the ``dummy`` driver and drivers keeping one
-      record per value (Cloudflare, DigitalOcean, Linode...) take.
-    * :attr:`POWERDNS` (``powerdns``, API ``v1``): fully qualified names
-      with the final dot, values in double quotes, ``extra={"ttl": ttl}``;
-      and since PowerDNS keeps one record set per name and type (the
-      driver's ``create_record`` replaces the whole set and its
-      ``delete_record`` deletes it), the whole set is written through
-      PowerDNS's API (a ``PATCH`` with ``changetype`` ``REPLACE``, or
-      ``DELETE`` for an empty set), through the driver's connection.
-
-    Existing records are matched whatever the format: a name fully
-    qualified or relative, with or without the final dot, in any case; a
-    value bare or quoted.
-
-    :ivar fully_qualified: Name records ``_acme-challenge.www.example.com.``
-        (with the final dot) rather than relative to the zone.
-    :ivar quoted: Write the value in double quotes, as the zone file
-        syntax of TXT data has it.
-    :ivar ttl_extra: Pass ``extra={"ttl": ttl}``.
-    :ivar write_rrset: For drivers holding one record set per name and
-        type: a function ``write_rrset(driver, zone, name, contents, ttl)``
-        that makes ``contents`` (record data, formatted) the whole TXT set
-        at ``name`` (the name as formatted here), deleting the set when
-        ``contents`` is empty.  It runs in the responder's thread and may
-        block.  ``None``: records are created and deleted one by one.
-    """
-
-    #: libcloud's convention: relative names, bare values, a TTL in
-    #: ``extra``, one record per value.
-    DEFAULT: ClassVar[LibcloudRecordFormat]
-
-    #: PowerDNS (API v1): fully qualified names, quoted values, a TTL in
-    #: ``extra``, whole record sets.
-    POWERDNS: ClassVar[LibcloudRecordFormat]
-
-    fully_qualified: bool = False
-    quoted: bool = False
-    ttl_extra: bool = True
-    write_rrset: RRsetWriter | None = None
-
-    @classmethod
-    def for_driver(cls, driver: DNSDriver) -> LibcloudRecordFormat:
-        """
-        The format of ``driver``, by its ``type`` (libcloud's ``Provider``
-        constant, the name ``get_driver`` takes): :attr:`POWERDNS` for
-        ``powerdns``, :attr:`DEFAULT` for any other.
-        """
-        return record_format_for(driver)
-
-    def record_name(self, record_name: str, zone_domain: str) -> str:
-        """
-        The name to give the driver for ``record_name`` (``_acme-challenge.
-        www.example.com``) in the zone ``zone_domain``.
-        """
-        record_name = record_name.rstrip(".")
-        if self.fully_qualified:
-            return record_name + "."
-        zone_length = len(_normal(zone_domain))
-        if len(record_name) == zone_length:
-            return ""
-        return record_name[: -zone_length - 1]
-
-    def data(self, value: str) -> str:
-        """The record data to give the driver for the TXT value."""
-        return f'"{value}"' if self.quoted else value
-
-    def extra(self, ttl: int) -> dict[str, object] | None:
-        """The ``extra`` argument of ``create_record``."""
-        return {"ttl": ttl} if self.ttl_extra else None
-
-
-def write_powerdns_rrset(
-    driver: DNSDriver, zone: Zone, name: str, contents: Sequence[str], ttl: int
-) -> None:
-    """
-    Make ``contents`` the TXT record set at ``name`` in PowerDNS (API v1):
-    one ``PATCH`` of the zone through the driver's connection, with
-    ``changetype`` ``REPLACE`` (or ``DELETE`` when ``contents`` is empty).
-
-    :raises ValueError: If the driver does not use API v1.
-    """
-    if getattr(driver, "api_root", None) != _POWERDNS_V1:
-        raise ValueError("the PowerDNS driver must use api_version='v1'")
-    rrset: dict[str, object] = {"name": name, "type": "TXT"}
-    if contents:
-        rrset["changetype"] = "REPLACE"
-        rrset["ttl"] = ttl
-        rrset["records"] = [
-            {"content": content, "disabled": False} for content in contents
-        ]
-    else:
-        rrset["changetype"] = "DELETE"
-    # libcloud's connection is not annotated.
-    powerdns: Any = driver
-    powerdns.connection.request(
-        action=f"{_POWERDNS_V1}/servers/{powerdns.ex_server}/zones/{zone.id}",
-        data=json.dumps({"rrsets": [rrset]}),
-        method="PATCH",
-    )
-
-
-DEFAULT = LibcloudRecordFormat.DEFAULT = LibcloudRecordFormat()
-POWERDNS = LibcloudRecordFormat.POWERDNS = LibcloudRecordFormat(
-    fully_qualified=True, quoted=True, write_rrset=write_powerdns_rrset
-)
-
-#: The formats of the drivers known to differ from ``DEFAULT``, by
-#: ``driver.type``.
-RECORD_FORMATS: Mapping[str, LibcloudRecordFormat] = {
-    Provider.POWERDNS: POWERDNS,
-}
-
-
-def record_format_for(driver: DNSDriver) -> LibcloudRecordFormat:
-    """
-    The format of ``driver``: from ``RECORD_FORMATS`` by its ``type``, or
-    ``DEFAULT``.
-    """
-    return RECORD_FORMATS.get(str(getattr(driver, "type", None)), DEFAULT)
-
-
-# -- the thread --------------------------------------------------------------------
-
-
-@define
-class _Progress:
-    """The driver call a job in the thread is making (for a timeout's message)."""
-
-    operation: str
-
-
-def _in_worker(
-    call_from_thread: Callable[..., object], worker: IWorker, work: Callable[[], _T]
-) -> Deferred[_T]:
-    """
-    Run ``work`` in ``worker``; the Deferred fires with its outcome in the
-    reactor thread.  Once the Deferred was cancelled, the outcome is
-    dropped (the work itself goes on: a thread cannot be stopped).
-    """
-    deferred: Deferred[_T] = Deferred()
-
-    def deliver(outcome: _T | Failure) -> None:
-        if deferred.called:
-            return
-        if isinstance(outcome, Failure):
-            deferred.errback(outcome)
-        else:
-            deferred.callback(outcome)
-
-    def run() -> None:
-        outcome: _T | Failure
-        try:
-            outcome = work()
-        except BaseException:
-            outcome = Failure()  # type: ignore[no-untyped-call]
-        call_from_thread(deliver, outcome)
-
-    worker.do(run)
-    return deferred
+#: txacme 0.9's name, which its tests import from here.
+_daemon_thread = daemon_thread
 
 
 def _describe(error: BaseException) -> str:
@@ -467,7 +238,7 @@ class LibcloudDNSResponder:
                 ) from error
         if (
             self.record_format.write_rrset is write_powerdns_rrset
-            and getattr(self._driver, "api_root", _POWERDNS_V1) != _POWERDNS_V1
+            and getattr(self._driver, "api_root", POWERDNS_V1) != POWERDNS_V1
         ):
             raise ValueError(
                 "LibcloudDNSResponder needs the PowerDNS driver's API v1 "
@@ -600,7 +371,7 @@ class LibcloudDNSResponder:
         """
         return cls(
             reactor,
-            _one_thread(),
+            one_thread(),
             driver,
             zone_name,
             settle_delay,
@@ -640,10 +411,10 @@ class LibcloudDNSResponder:
             value in time.
         """
         record_name, value = dns01_record(server_name, response)
-        if self.zone_name is not None and not _within(record_name, self.zone_name):
+        if self.zone_name is not None and not within_zone(record_name, self.zone_name):
             return fail(NotInZone(record_name, self.zone_name))
         challenge_state = self._challenges.setdefault(
-            (_normal(record_name), value), _Challenge()
+            (normal_name(record_name), value), _Challenge()
         )
         starting = Deferred.fromCoroutine(
             self._start(challenge_state, record_name, value)
@@ -675,7 +446,7 @@ class LibcloudDNSResponder:
         :raises DNSProviderError: If the provider's API failed.
         """
         record_name, value = dns01_record(server_name, response)
-        challenge_state = self._challenges.pop((_normal(record_name), value), None)
+        challenge_state = self._challenges.pop((normal_name(record_name), value), None)
         if challenge_state is None:
             return succeed(None)
         return Deferred.fromCoroutine(self._stop(challenge_state, record_name, value))
@@ -685,7 +456,7 @@ class LibcloudDNSResponder:
     async def _start(
         self, challenge_state: _Challenge, record_name: str, value: str
     ) -> None:
-        def add(progress: _Progress) -> None:
+        def add(progress: Progress) -> None:
             try:
                 self._add(record_name, value, progress, challenge_state)
             finally:
@@ -737,21 +508,19 @@ class LibcloudDNSResponder:
         elif self.settle_delay > 0:
             await deferLater(IReactorTime(self._reactor), self.settle_delay)
 
-    async def _call(self, record_name: str, work: Callable[[_Progress], _T]) -> _T:
+    async def _call(self, record_name: str, work: Callable[[Progress], _T]) -> _T:
         """
         Run ``work`` in the thread, within ``api_timeout`` when the reactor
         can tell time.
 
         :raises DNSProviderError: If it did not finish in time.
         """
-        progress = _Progress("list_zones")
+        progress = Progress("list_zones")
         # Duck-typed: txacme 0.9.3's tests pass an object with only
         # callFromThread, declaring no interface.
         reactor: Any = self._reactor
         call_from_thread: Callable[..., object] = reactor.callFromThread
-        waiting = _in_worker(
-            call_from_thread, self._thread_pool, lambda: work(progress)
-        )
+        waiting = in_worker(call_from_thread, self._thread_pool, lambda: work(progress))
         if not IReactorTime.providedBy(self._reactor):
             return await waiting
         clock = IReactorTime(self._reactor)
@@ -786,7 +555,7 @@ class LibcloudDNSResponder:
 
     def _driver_call(
         self,
-        progress: _Progress,
+        progress: Progress,
         operation: str,
         record_name: str | None,
         call: Callable[[], _T],
@@ -814,13 +583,13 @@ class LibcloudDNSResponder:
                 self._provider, operation, record_name, _describe(error)
             ) from error
 
-    def _find_zone(self, progress: _Progress, record_name: str) -> Zone:
+    def _find_zone(self, progress: Progress, record_name: str) -> Zone:
         zones: list[Zone] = list(
             self._driver_call(progress, "list_zones", None, self._driver.list_zones)
         )
         if self.zone_name is not None:
             for zone in zones:
-                if _normal(zone.domain) == _normal(self.zone_name):
+                if normal_name(zone.domain) == normal_name(self.zone_name):
                     return zone
             known = ", ".join(sorted(str(zone.domain) for zone in zones)[:10])
             raise ZoneNotFound(
@@ -831,13 +600,13 @@ class LibcloudDNSResponder:
                     f"(its zones: {known or 'none'})"
                 ),
             )
-        candidates = [zone for zone in zones if _within(record_name, zone.domain)]
+        candidates = [zone for zone in zones if within_zone(record_name, zone.domain)]
         if not candidates:
             raise NotInZone(record_name, None)
-        return max(candidates, key=lambda zone: len(_normal(zone.domain)))
+        return max(candidates, key=lambda zone: len(normal_name(zone.domain)))
 
     def _txt_records(
-        self, progress: _Progress, zone: Zone, record_name: str
+        self, progress: Progress, zone: Zone, record_name: str
     ) -> list[Record]:
         records = self._driver_call(
             progress,
@@ -849,14 +618,14 @@ class LibcloudDNSResponder:
             record
             for record in records
             if str(record.type).upper() == RecordType.TXT
-            and _same_name(str(record.name), record_name, str(zone.domain))
+            and same_name(str(record.name), record_name, str(zone.domain))
         ]
 
     def _add(
         self,
         record_name: str,
         value: str,
-        progress: _Progress,
+        progress: Progress,
         challenge_state: _Challenge,
     ) -> None:
         zone = self._find_zone(progress, record_name)
@@ -899,11 +668,11 @@ class LibcloudDNSResponder:
         _log.info(
             "dns-01: added TXT {record} (zone {zone}) at {provider}",
             record=record_name,
-            zone=_normal(str(zone.domain)),
+            zone=normal_name(str(zone.domain)),
             provider=self._provider,
         )
 
-    def _remove(self, record_name: str, value: str, progress: _Progress) -> None:
+    def _remove(self, record_name: str, value: str, progress: Progress) -> None:
         try:
             zone = self._find_zone(progress, record_name)
         except (ZoneNotFound, NotInZone):
@@ -947,6 +716,6 @@ class LibcloudDNSResponder:
             "dns-01: removed TXT {record} value {value} (zone {zone}) at {provider}",
             record=record_name,
             value=value,
-            zone=_normal(str(zone.domain)),
+            zone=normal_name(str(zone.domain)),
             provider=self._provider,
         )
