@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "txacme.jws",
         "txacme._answers",
+        "txacme._https",
         "txacme._nonces",
         "txacme._retry",
         "txacme._signing",

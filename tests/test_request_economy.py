@@ -23,7 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support import EC_KEY, AcmeTestCase, TestCase
-from txacme._client import _CachedTLSPolicy
+from txacme._https import CachedTLSPolicy
 from txacme._signing import flattened_jws
 from txacme.challenges import HTTP01Responder
 from txacme.client import (
@@ -332,7 +332,7 @@ class CachedTLSPolicyTests(TestCase):
         reused; another host or port gets its own.
         """
         inner = _CountingPolicy()
-        policy = _CachedTLSPolicy(inner)
+        policy = CachedTLSPolicy(inner)
         verifyObject(IPolicyForHTTPS, policy)
         first = policy.creatorForNetloc(b"acme.example", 443)
         self.assertIs(policy.creatorForNetloc(b"acme.example", 443), first)
@@ -346,11 +346,11 @@ class CachedTLSPolicyTests(TestCase):
     def test_bounded(self) -> None:
         """The cache holds at most ``MAX_CREATORS`` creators."""
         inner = _CountingPolicy()
-        policy = _CachedTLSPolicy(inner)
-        for port in range(_CachedTLSPolicy.MAX_CREATORS * 3):
+        policy = CachedTLSPolicy(inner)
+        for port in range(CachedTLSPolicy.MAX_CREATORS * 3):
             policy.creatorForNetloc(b"acme.example", port)
-        self.assertEqual(len(inner.made), _CachedTLSPolicy.MAX_CREATORS * 3)
-        self.assertTrue(len(policy._creators) <= _CachedTLSPolicy.MAX_CREATORS)
+        self.assertEqual(len(inner.made), CachedTLSPolicy.MAX_CREATORS * 3)
+        self.assertTrue(len(policy._creators) <= CachedTLSPolicy.MAX_CREATORS)
 
 
 class FlattenedJWSTests(TestCase):

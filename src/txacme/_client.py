@@ -2,6 +2,11 @@
 :class:`Client`: the ACME client of txacme 0.9's API, speaking RFC 8555,
 a few lines per method over the protocol modules of :mod:`txacme._protocol`.
 Public as :class:`txacme.client.Client`.
+
+(Longer than most modules here: one class, the facade of some thirty
+public methods, the seed's and RFC 8555's, most of their lines their
+documentation.  What they do lives in :mod:`txacme._protocol`, the waits
+in :mod:`txacme._polling`, the HTTPS transport in :mod:`txacme._https`.)
 """
 
 from __future__ import annotations
@@ -21,11 +26,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.url import URL
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 from txacme._deferred import deferred_async
 from txacme._headers import first_header, parse_retry_after
+from txacme._https import default_jws_client
 from txacme._polling import Deadline, PollingPolicy, finalize_order
 from txacme._protocol import accounts, authorizations, certificates, orders
 from txacme._protocol import renewal_info as ari
@@ -909,70 +913,3 @@ class Client:
             Identifier.
         """
         return await ari.renewal_info(self._session, certificate(cert))
-
-
-def default_jws_client(
-    reactor: IReactorTime,
-    key: JWK,
-    alg: JWASignature,
-    trust_root: IOpenSSLTrustRoot | Certificate | None = None,
-    timeout: float = 60.0,
-    retry_policy: RetryPolicy | None = None,
-) -> tuple[JWSClient, Any]:
-    """
-    A JWSClient on treq with a persistent pool of its own, trusting
-    ``trust_root`` or the platform's certificate authorities; and the pool,
-    for the caller to close.
-    """
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-
-    pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-    pool.maxPersistentPerHost = 8
-    agent = Agent(  # type: ignore[no-untyped-call]
-        reactor,
-        contextFactory=_CachedTLSPolicy(
-            BrowserLikePolicyForHTTPS(trust_root)  # type: ignore[no-untyped-call]
-        ),
-        pool=pool,
-    )
-    transport = JWSClient(
-        HTTPClient(agent),
-        key,
-        alg,
-        reactor=reactor,
-        timeout=timeout,
-        retry_policy=retry_policy,
-    )
-    return transport, pool
-
-
-@implementer(IPolicyForHTTPS)
-class _CachedTLSPolicy:
-    """
-    An HTTPS policy that makes the TLS connection creator of each host and
-    port once, and then reuses it.
-
-    ``Agent`` asks its policy for a creator on every request, also one sent
-    over a pooled connection, and ``BrowserLikePolicyForHTTPS`` makes a new
-    one each time: certificate options, an OpenSSL context, the cipher
-    list and the IDNA form of the name.  A creator serves any number of
-    connections; each is still verified for the creator's host name.
-    """
-
-    #: The most creators kept (an ACME client talks to a host or two).
-    MAX_CREATORS = 32
-
-    def __init__(self, policy: IPolicyForHTTPS) -> None:
-        self._policy = policy
-        self._creators: dict[tuple[bytes, int], Any] = {}
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        key = (hostname, port)
-        creator = self._creators.get(key)
-        if creator is None:
-            if len(self._creators) >= self.MAX_CREATORS:
-                self._creators.clear()
-            creator = self._policy.creatorForNetloc(hostname, port)
-            self._creators[key] = creator
-        return creator

@@ -15,6 +15,9 @@ reactor thread with ``callFromThread``.
 
 This module imports libcloud; :mod:`txacme.challenges` imports it only
 when one of its names is first used (``pip install 'txacme[libcloud]'``).
+The record formats live in :mod:`txacme.challenges._libcloud_records`, the
+thread in :mod:`txacme.challenges._libcloud_thread`; what is left, a little
+over the usual length, is the one responder class and its jobs.
 """
 
 from __future__ import annotations
