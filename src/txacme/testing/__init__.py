@@ -58,7 +58,7 @@ also, as in txacme 0.9:
 """
 
 from txacme.store import MemoryStore
-from txacme.testing import _faults, _server, _server_http
+from txacme.testing import _faults, _server, _server_faults, _server_http
 from txacme.testing._fakeclient import (
     FakeClient,
     FakeClientController,
@@ -111,7 +111,7 @@ domain), the challenge type (``"http-01"``, ``"dns-01"`` or
 or returns a Deferred firing with, whether the client's response is right.
 """
 
-Endpoint = _server.Endpoint
+Endpoint = _server_faults.Endpoint
 """
 The endpoint kinds :meth:`MemoryAcmeServer.fail_next` and
 :meth:`MemoryAcmeServer.break_next` take, and :class:`LoggedRequest`
@@ -143,7 +143,7 @@ status code:
     the body is empty.
 """
 
-DropStage = _server.DropStage
+DropStage = _server_faults.DropStage
 """
 Where :meth:`MemoryAcmeServer.drop_next` loses a request: ``"before"`` it
 reaches the server (nothing is acted on) or ``"after"`` the server acted on

@@ -17,6 +17,7 @@ from typing import Any
 from acme import messages
 from attrs import frozen
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from josepy.b64 import b64decode
 from josepy.errors import DeserializationError
@@ -27,12 +28,15 @@ __all__ = [
     "SIGNATURE_ALGORITHMS",
     "ParsedJWS",
     "ProblemError",
+    "certificate_identifiers",
     "check_account_key",
     "csr_identifiers",
     "decode_b64url",
     "error_type_urn",
+    "identifier_pair",
     "parse_identifier",
     "parse_jws",
+    "public_jwk",
     "thumbprint",
 ]
 
@@ -183,6 +187,18 @@ def load_jwk(value: object) -> JWK:
         raise ProblemError("malformed", f"jwk is not a valid key: {error}") from error
     assert isinstance(key, JWK)
     return key
+
+
+def public_jwk(public_key: object) -> JWK | None:
+    """
+    :param public_key: The public key of a CSR or certificate.
+    :returns: It as a JWK, or ``None`` if it is neither RSA nor EC.
+    """
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return JWKRSA(key=public_key)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return JWKEC(key=public_key)
+    return None
 
 
 def check_account_key(key: JWK) -> None:
@@ -394,6 +410,15 @@ def parse_identifiers(value: object) -> list[messages.Identifier]:
     return identifiers
 
 
+def identifier_pair(identifier: messages.Identifier) -> tuple[str, str]:
+    """
+    :returns: An identifier as a ``(type, value)`` pair, as
+        :func:`csr_identifiers` and :func:`certificate_identifiers` give
+        them.
+    """
+    return (identifier.typ.name, identifier.value)
+
+
 def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[tuple[str, str]]:
     """
     The identifiers a CSR asks for: its subjectAltName DNS names and IP
@@ -437,3 +462,20 @@ def csr_common_name(csr: x509.CertificateSigningRequest) -> str | None:
         value = attribute.value
         return value if isinstance(value, str) else value.decode("utf-8", "replace")
     return None
+
+
+def certificate_identifiers(certificate: x509.Certificate) -> list[tuple[str, str]]:
+    """
+    The identifiers an issued certificate names: its subjectAltName DNS
+    names and IP addresses.
+
+    :returns: ``(type, value)`` pairs.
+    """
+    san = certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value
+    pairs = [("dns", name) for name in san.get_values_for_type(x509.DNSName)]
+    pairs.extend(
+        ("ip", str(address)) for address in san.get_values_for_type(x509.IPAddress)
+    )
+    return pairs
