@@ -45,9 +45,10 @@ class RetryPolicy:
     (``badNonce`` is retried at once, and counted apart: see
     :class:`JWSClient`.)  Repeating is safe in ACME: a repeated
     ``newAccount`` finds the account, a repeated ``newOrder`` makes a
-    harmless twin, a challenge POST answers its current state, and the
-    client knows what a repeated ``finalize`` means (the order is already
-    processing or valid).
+    harmless twin, a challenge POST answers its current state (or, from a
+    CA that refuses it, as Pebble does, the client reads the challenge),
+    and the client knows what a repeated ``finalize`` means (the order is
+    already processing or valid).
 
     The server's ``Retry-After`` wins; without one the n-th retry (from 0)
     waits ``first_delay * factor ** n`` seconds (at most ``max_delay``),
