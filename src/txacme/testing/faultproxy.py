@@ -20,6 +20,9 @@ it may be limited to some endpoints, recognized from Pebble's URL layout
 by :func:`classify_pebble_path`.  :attr:`FaultProxy.requests` records what
 happened to each request, and :meth:`FaultProxy.orphaned_orders` which
 orders the CA finalized without the client receiving the certificate.
+(The module is longer than most: the proxy is one object, its serving,
+forwarding, fault answers and record of what it did sharing its state;
+the faults themselves are described in :mod:`txacme.testing._faults`.)
 
 ::
 
