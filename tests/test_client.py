@@ -96,6 +96,21 @@ class FromURLTests(AcmeTestCase):
             TypeError,
         )
 
+    def test_not_absolute(self) -> None:
+        """
+        A directory URL without an https (or http) scheme and a host is a
+        ValueError, before any request.
+        """
+        for url in ("/wrong/kind/of/directory", "ftp://ca.example/dir", "https://"):
+            error = self.errorOf(
+                Client.from_url(
+                    self.clock, url, EC_KEY, jws_client=self.make_jws_client()
+                ),
+                ValueError,
+            )
+            self.assertIn(repr(url), str(error))
+        self.assertEqual(self.server.requests, [])
+
     def test_broken_directories(self) -> None:
         """
         A directory served as HTML, as truncated JSON or with the wrong

@@ -16,6 +16,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.error import SchemeNotSupported
 
 from tests.support import EC_KEY, AcmeTestCase, stub_treq
 from txacme.client import fqdn_identifier
@@ -380,6 +381,18 @@ class NetworkTests(AcmeTestCase):
         failure = self.errorOf(jws.get("https://ca.test/directory"), NetworkError)
         self.assertFalse(failure.transient)
         self.assertIn("certificate verify failed", str(failure))
+        self.assertEqual(failure.attempts, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_unusable_url_not_retried(self) -> None:
+        """
+        A URL without a scheme treq can request fails at once: no retry.
+        """
+        clock = Clock()
+        treq = _FailingTreq(fail(SchemeNotSupported("Unsupported scheme: b''")))
+        jws = JWSClient(treq, EC_KEY, ES256, reactor=clock)
+        failure = self.errorOf(jws.get("/relative/directory"), NetworkError)
+        self.assertFalse(failure.transient)
         self.assertEqual(failure.attempts, 1)
         self.assertEqual(clock.getDelayedCalls(), [])
 

@@ -16,6 +16,7 @@ from josepy.errors import DeserializationError
 from OpenSSL import SSL
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.error import SchemeNotSupported
 
 from txacme._headers import first_header, parse_links, parse_retry_after
 from txacme._types import HTTPResponse as Response
@@ -142,14 +143,18 @@ def _causes(error: BaseException) -> list[BaseException]:
     return found
 
 
-def refused_certificate(error: BaseException) -> bool:
+def lasting_failure(error: BaseException) -> bool:
     """
-    Whether a request failed because the server's TLS certificate was not
-    trusted: a refusal that stays until the trust changes, not a passing
-    failure.
+    Whether a request failed for a reason that sending it again does not
+    change: the server's TLS certificate is not trusted (until the trust
+    changes), or the URL cannot be requested at all (no ``https``/``http``
+    scheme, no host).
     """
+    if isinstance(error, ValueError | TypeError):
+        return True
     return any(
-        isinstance(cause, SSL.Error) and "certificate verify failed" in str(cause)
+        isinstance(cause, SchemeNotSupported)
+        or (isinstance(cause, SSL.Error) and "certificate verify failed" in str(cause))
         for cause in _causes(error)
     )
 

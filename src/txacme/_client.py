@@ -181,6 +181,8 @@ class Client:
         :raises TypeError: If ``url`` is neither a URL nor a string, or if
             ``retry_policy`` or ``trust_root`` come with a ``jws_client``
             (configure that one instead).
+        :raises ValueError: If ``url`` is not an absolute ``https`` (or
+            ``http``) URL.
         :raises MalformedResponse: If the directory is not an RFC 8555
             directory (for example HTML, truncated JSON, or an ACME v1
             directory).
@@ -194,6 +196,12 @@ class Client:
         else:
             raise TypeError(
                 f"ACME directory URL should be a URL or str, got {url!r} instead"
+            )
+        parsed = URL.fromText(directory_url_text)
+        if parsed.scheme not in ("https", "http") or not parsed.host:
+            raise ValueError(
+                "The ACME directory URL must be an absolute https (or http) URL, "
+                f"not {directory_url_text!r}"
             )
         pool = None
         client_alg: JWASignature | None = alg

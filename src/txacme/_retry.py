@@ -32,9 +32,10 @@ class RetryPolicy:
     retried, re-signed with a fresh nonce, after a passing fault:
 
     * no answer: the connection was refused, reset or closed before or
-      during the answer, the TLS handshake failed (but for a server
-      certificate that is not trusted, which is not retried), or nothing
-      came within the timeout;
+      during the answer, the TLS handshake failed, or nothing came within
+      the timeout (but not a server certificate that is not trusted, nor
+      a URL that cannot be requested: see
+      :attr:`~txacme.errors.NetworkError.transient`);
     * an error a CA sends when busy: ``rateLimited`` or ``serverInternal``,
       or an HTTP 429, 500, 502, 503 or 504 without an ACME problem type;
     * a success answer no RFC 8555 server sends (§6.5): a signed request's

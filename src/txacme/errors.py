@@ -315,7 +315,8 @@ class NetworkError(acme_errors.ClientError):
         when known.
     :ivar transient: Whether the failure may pass, so that sending the
         request again makes sense: true but for a server certificate that
-        is not trusted.
+        is not trusted and a URL that cannot be requested (no ``https``
+        scheme or no host).
     """
 
     attempts: int | None = None

@@ -31,7 +31,7 @@ from txacme import __version__
 from txacme._answers import (
     decode_json,
     describe_failure,
-    refused_certificate,
+    lasting_failure,
     response_nonce,
     server_error,
 )
@@ -393,7 +393,7 @@ class JWSClient:
                 method,
                 url,
                 describe_failure(error),
-                transient=not refused_certificate(error),
+                transient=not lasting_failure(error),
             ) from error
         finally:
             if delayed is not None and delayed.active():
