@@ -173,7 +173,6 @@ EXCLUSIONS: dict[str, str] = {
     "test_client.ClientTests.test_poll_invalid": V1,
     "test_client.ClientTests.test_poll_valid": V1,
     "test_client.ClientTests.test_request_issuance": V1,
-    "test_client.ClientTests.test_fetch_chain_empty": V1,
     "test_client.ClientTests.test_fetch_chain_okay": V1,
     "test_client.ClientTests.test_fetch_chain_too_long": V1,
     "test_client.ClientTests.test_directory_url_type": (
