@@ -22,7 +22,7 @@ happened to each request, and :meth:`FaultProxy.orphaned_orders` which
 orders the CA finalized without the client receiving the certificate.
 (The module is longer than most: the proxy is one object, its serving,
 forwarding, fault answers and record of what it did sharing its state;
-the faults themselves are described in :mod:`txacme.testing._faults`.)
+the faults themselves are :class:`~txacme.testing.FaultPlan`'s.)
 
 ::
 
