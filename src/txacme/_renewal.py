@@ -120,20 +120,23 @@ class RenewalRules:
             return interval
         return lifetime / 3
 
+    def _panic_seconds(self, reissue: float) -> float:
+        if self.panic_interval is not None:
+            return self.panic_interval.total_seconds()
+        return min(DEFAULT_PANIC, reissue / 2)
+
     def panic_seconds(self, summary: CertificateSummary) -> float:
         """
         ``panic_interval`` as given; by default txacme 0.9's 15 days, or
         half the renewal interval if shorter.
         """
-        if self.panic_interval is not None:
-            return self.panic_interval.total_seconds()
-        return min(DEFAULT_PANIC, self.reissue_seconds(summary) / 2)
+        return self._panic_seconds(self.reissue_seconds(summary))
 
     def panic_at(self, entry: Entry) -> float:
         """When ``entry``'s certificate enters ``panic_interval``."""
         if entry.summary is None:
             return -math.inf
-        return entry.summary.not_after.timestamp() - self.panic_seconds(entry.summary)
+        return entry.summary.expires - self.panic_seconds(entry.summary)
 
     def panic_due(self, entry: Entry) -> float:
         """
@@ -141,19 +144,32 @@ class RenewalRules:
         before the check after the service stored its certificate, for a
         ``panic_interval`` longer than the certificates' lifetime.
         """
-        return max(
-            self.panic_at(entry),
+        if entry.summary is None:
+            return entry.updated_at + self.check_interval.total_seconds()
+        return self._times(entry, entry.summary)[0]
+
+    def _times(self, entry: Entry, summary: CertificateSummary) -> tuple[float, float]:
+        """
+        When ``entry``, whose certificate ``summary`` summarizes, is
+        reissued for being inside ``panic_interval``, and when it is
+        renewed: each computed once, as a check does for every entry.
+        """
+        reissue = self.reissue_seconds(summary)
+        panic_due = max(
+            summary.expires - self._panic_seconds(reissue),
             entry.updated_at + self.check_interval.total_seconds(),
         )
+        renew = (
+            entry.ari_renew_at
+            if entry.ari_renew_at is not None
+            else summary.expires - reissue
+        )
+        return panic_due, min(renew, panic_due)
 
     def renewal_time(self, entry: Entry) -> float:
-        summary = entry.summary
-        if summary is None:
+        if entry.summary is None:
             return -math.inf
-        panic = self.panic_due(entry)
-        if entry.ari_renew_at is not None:
-            return min(entry.ari_renew_at, panic)
-        return min(summary.not_after.timestamp() - self.reissue_seconds(summary), panic)
+        return self._times(entry, entry.summary)[1]
 
     def due(
         self, entry: Entry, now: float, wanted: tuple[str, ...] | None
@@ -170,11 +186,12 @@ class RenewalRules:
             return NO_CERTIFICATE
         if wanted is not None and not set(wanted).issubset(summary.names):
             return NAMES_CHANGED
-        if now >= summary.not_after.timestamp():
+        if now >= summary.expires:
             return EXPIRED
-        if now >= self.panic_due(entry):
+        panic_due, renewal = self._times(entry, summary)
+        if now >= panic_due:
             return PANIC
-        if now >= self.renewal_time(entry):
+        if now >= renewal:
             return RENEWAL_DUE if entry.ari_renew_at is None else ARI_WINDOW
         return None
 

@@ -85,8 +85,9 @@ __all__ = [
 _log = Logger()
 _T = TypeVar("_T")
 
-#: Entries a sweep looks at before letting the reactor run other work.
-_YIELD_EVERY = 2000
+#: Entries a check or a sweep looks at before letting the reactor run
+#: other work (some 10 ms of work).
+_YIELD_EVERY = 1000
 #: The shortest wait between two renewalInfo requests for one certificate.
 _MIN_ARI_RETRY = 60.0
 
@@ -524,12 +525,16 @@ class AcmeIssuingService(Service):
             _log.failure("Reading the certificate store failed")
             self._retry_check_later()
             return
+        await self._sync_entries(summaries, started)
         now = self._clock.seconds()
-        self._sync_entries(summaries, started)
         self._heap.clear()
         urgent: list[str] = []
         later: list[str] = []
-        for key, entry in self._entries.items():
+        for index, (key, entry) in enumerate(list(self._entries.items())):
+            if index and index % _YIELD_EVERY == 0:
+                # Let the reactor serve while a large store is looked at.
+                await deferLater(self._clock, 0)
+                now = self._clock.seconds()
             reason = self._rules.due(entry, now, self._wanted.get(entry.key))
             stale = self._ari_stale(entry, now)
             if reason is not None and not (
@@ -557,7 +562,7 @@ class AcmeIssuingService(Service):
         if later:
             self._start_sweep(later)
 
-    def _sync_entries(
+    async def _sync_entries(
         self, summaries: dict[str, CertificateSummary | None], started: float
     ) -> None:
         """
@@ -565,7 +570,9 @@ class AcmeIssuingService(Service):
         ``started``; what the service stored since then is newer.
         """
         entries: dict[str, Entry] = {}
-        for key, summary in summaries.items():
+        for index, (key, summary) in enumerate(summaries.items()):
+            if index and index % _YIELD_EVERY == 0:
+                await deferLater(self._clock, 0)
             entry = self._entries.get(key)
             if entry is None:
                 entry = Entry(key)
@@ -609,7 +616,7 @@ class AcmeIssuingService(Service):
             self._ari_offered is not False
             and entry.summary is not None
             and now >= entry.ari_next
-            and now < entry.summary.not_after.timestamp()
+            and now < entry.summary.expires
         )
 
     # -- timers between checks -------------------------------------------------

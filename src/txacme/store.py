@@ -103,11 +103,22 @@ class CertificateSummary:
         names (lower case) and IP addresses, in the certificate's order.
     :ivar not_before: The start of its validity (aware, UTC).
     :ivar not_after: The end of its validity (aware, UTC).
+    :ivar expires: ``not_after`` in seconds since the epoch.
+    :ivar lifetime: The validity period, in seconds.
     """
 
     names: tuple[str, ...]
     not_before: datetime
     not_after: datetime
+    expires: float = field(init=False, eq=False, repr=False)
+    lifetime: float = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Read for every entry at every check: computed once.
+        object.__setattr__(self, "expires", self.not_after.timestamp())
+        object.__setattr__(
+            self, "lifetime", (self.not_after - self.not_before).total_seconds()
+        )
 
     @classmethod
     def from_certificate(cls, certificate: x509.Certificate) -> CertificateSummary:
@@ -136,13 +147,6 @@ class CertificateSummary:
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
         )
-
-    @property
-    def lifetime(self) -> float:
-        """
-        The certificate's validity period, in seconds.
-        """
-        return (self.not_after - self.not_before).total_seconds()
 
 
 @frozen
